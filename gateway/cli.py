@@ -1,0 +1,95 @@
+"""The ``edugate`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.config import ConfigError, json_schema, load_config
+
+app = typer.Typer(
+    name="edugate",
+    help="EduGate: the open-source edge gateway for smart schools.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="The gateway's YAML config file.", show_default=False)]
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pymodbus", "aiomqtt", "mqtt"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _load_or_exit(path: Path):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{path}: {len(exc.problems)} problem(s); nothing was started", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def check(config: ConfigArg) -> None:
+    """Validate a config file; print every problem as file:line: path: message."""
+    cfg = _load_or_exit(config)
+    drivers = sorted({d.driver for d in cfg.devices})
+    typer.echo(f"{config}: OK: school {cfg.school}, gateway {cfg.gateway}, {len(cfg.devices)} devices "
+               f"({', '.join(drivers) or 'none'}), broker {cfg.uplink.host}:{cfg.uplink.port}")
+
+
+@app.command()
+def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None) -> None:
+    """Print the JSON schema of the config file (for editors: yaml-language-server)."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
+    """Run the gateway: read devices, keep records in the outbox, forward them to the broker."""
+    from gateway.runtime import Gateway
+
+    setup_logging(log_level)
+    cfg = _load_or_exit(config)
+
+    async def main() -> None:
+        gw = Gateway(cfg)
+        gw.install_signal_handlers()
+        await gw.run()
+
+    asyncio.run(main())
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules."""
+    try:
+        from gateway.cli_ingest import ingest
+    except ImportError:  # pragma: no cover - during development only
+        return
+    app.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    app()

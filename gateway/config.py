@@ -1,0 +1,282 @@
+"""One YAML file configures one gateway. This module defines its schema and loads it.
+
+Every problem is reported with its place in the file, e.g.
+``site.yaml:14: devices[2].port: Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from drivers.base import ID_PATTERN, DeviceConfig
+from drivers.registry import broken_drivers, driver_classes
+
+SCHEMA_VERSION = 1
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(StrictModel):
+    ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="This gateway's client certificate (mTLS).")
+    key_file: Path | None = Field(None, description="This gateway's private key (mode 0600).")
+
+
+class UplinkConfig(StrictModel):
+    host: str = Field("127.0.0.1", description="MQTT broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(None, description="Defaults to 'edugate-<school>-<gateway>'.")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="File holding the MQTT password (not the password).")
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(15, ge=2, le=3600, description="MQTT keepalive; the broker declares the "
+                             "gateway offline (last will) after 1.5x this without traffic.")
+    batch_max_records: int = Field(1000, ge=1, le=100_000, description="Records per MQTT message at most.")
+    batch_max_bytes: int = Field(256_000, ge=1024, le=16_000_000, description="Payload bytes per message.")
+    batch_linger_ms: int = Field(20, ge=0, le=5000, description="Wait this long for a small telemetry batch "
+                                 "to fill before sending it (events are never held back).")
+    inflight_window: int = Field(8, ge=1, le=1000, description="Messages published and not yet PUBACKed.")
+    reconnect_max_s: float = Field(1.0, gt=0, le=300, description="Cap of the reconnect back-off.")
+    health_interval_s: float = Field(30.0, gt=0, description="Period of the gateway health record.")
+
+
+class StorageConfig(StrictModel):
+    path: Path = Field(Path("/var/lib/edugate/outbox.sqlite"), description="The outbox database file.")
+    budget_mb: float = Field(256.0, gt=0, description="Disk budget for queued records; telemetry is thinned, "
+                             "then dropped (counted) beyond it. Events are never dropped.")
+    sync: Literal["full", "normal"] = Field("full", description="'full' survives power loss; 'normal' only "
+                                            "a crash of the process.")
+
+
+class ClockConfig(StrictModel):
+    synced: Literal["auto", "always", "never"] = Field(
+        "auto", description="'auto' asks the kernel whether NTP has synchronised the clock.")
+
+
+def _device_union() -> Any:
+    models = [cls.config_model for cls in driver_classes().values()]
+    if not models:
+        return DeviceConfig
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator="driver")]  # noqa: UP007
+
+
+class GatewayConfigBase(StrictModel):
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this file's schema.")
+    school: str = Field(pattern=ID_PATTERN, description="School id, e.g. 'thpt-le-quy-don'.")
+    gateway: str = Field(pattern=ID_PATTERN, description="Gateway id, unique within the school.")
+    district: str | None = Field(None, max_length=64)
+    name: str | None = Field(None, max_length=200, description="Human-readable site name.")
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_device_ids(self) -> GatewayConfigBase:
+        seen: dict[str, int] = {}
+        for i, dev in enumerate(self.devices):
+            if dev.id in seen:
+                raise ValueError(f"duplicate device id {dev.id!r} (devices[{seen[dev.id]}] and devices[{i}])")
+            seen[dev.id] = i
+        return self
+
+
+@cache
+def gateway_config_model() -> type[GatewayConfigBase]:
+    """The config model with ``devices`` typed by every installed driver's own config model."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "GatewayConfig", __base__=GatewayConfigBase, devices=(list[_device_union()], Field(default_factory=list))
+    )
+
+
+GatewayConfig = GatewayConfigBase  # the type to annotate with; instances come from gateway_config_model()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = gateway_config_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "EduGate gateway configuration"
+    return schema
+
+
+# ---------------------------------------------------------------- loading with locations
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def format_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _duplicate_keys(node: yaml.Node, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple, int, str]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                yield (*loc, key.value), key.start_mark.line + 1, f"key {key.value!r} appears twice"
+            seen.add(key.value)
+            yield from _duplicate_keys(value, (*loc, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*loc, i))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The YAML line of the deepest node along ``loc`` that exists."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    nxt = value if not isinstance(value, yaml.ScalarNode) or value.value != "" else key
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            nxt = node.value[part]
+        if nxt is None:
+            break
+        node = nxt
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            line = node.start_mark.line + 1
+        elif not isinstance(part, str):
+            line = node.start_mark.line + 1
+    return line
+
+
+def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
+    """Drop the discriminator tags pydantic inserts (``devices.3.modbus.port``) from a location."""
+    out: list[str | int] = []
+    cursor = data
+    for part in loc:
+        if isinstance(cursor, dict) and isinstance(part, str) and part not in cursor and part in driver_classes():
+            continue  # a union tag, not a key of the document
+        out.append(part)
+        if isinstance(cursor, dict):
+            cursor = cursor.get(part)
+        elif isinstance(cursor, list) and isinstance(part, int) and part < len(cursor):
+            cursor = cursor[part]
+        else:
+            cursor = None
+    return tuple(out)
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        name = err["input"].get("driver")
+        if name in broken_drivers():
+            return f"driver {name!r} is installed but cannot be loaded: {broken_drivers()[name]}"
+        return f"unknown driver {name!r} (known: {', '.join(driver_classes())})"
+    if kind == "union_tag_not_found":
+        return f"a device needs a 'driver' (one of: {', '.join(driver_classes())})"
+    if kind == "literal_error" and err["loc"][-1:] == ("driver",):
+        return f"unknown driver {err['input']!r} (known: {', '.join(driver_classes())})"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
+        return f"{err['input']!r} is not a valid id: use lower-case letters, digits, '-' and '_' (at most 63)"
+    if kind == "extra_forbidden":
+        return "unknown key (a typo?)"
+    msg: str = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _duplicate_ids(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return
+    seen: dict[Any, int] = {}
+    for i, dev in enumerate(devices):
+        if isinstance(dev, dict) and isinstance(dev.get("id"), str):
+            if dev["id"] in seen:
+                first = seen[dev["id"]]
+                yield ("devices", i, "id"), f"duplicate device id {dev['id']!r} (first used by devices[{first}])"
+            else:
+                seen[dev["id"]] = i
+
+
+def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
+    """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(filename, line, "", f"invalid YAML: {problem} (check the indentation)")]) from None
+    problems = [Problem(filename, line, format_path(loc), msg) for loc, line, msg in _duplicate_keys(root)] \
+        if root is not None else []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(filename, 1, "", "the file must be a YAML mapping (key: value)")])
+    problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg) for loc, msg in _duplicate_ids(data)]
+    try:
+        cfg = gateway_config_model().model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            msg = _message(err)
+            if msg.startswith("duplicate device id"):
+                continue  # reported above, with the place of the second entry
+            loc = _clean_loc(err["loc"], data)
+            problems.append(Problem(filename, _line_of(root, loc), format_path(loc), msg))
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> GatewayConfigBase:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    cfg = parse_config(text, str(path))
+    return _resolve_relative_paths(cfg, path.parent)
+
+
+def _resolve_relative_paths(cfg: GatewayConfigBase, base: Path) -> GatewayConfigBase:
+    if cfg.storage.path.is_absolute():
+        return cfg
+    storage = cfg.storage.model_copy(update={"path": (base / cfg.storage.path).resolve()})
+    return cfg.model_copy(update={"storage": storage})

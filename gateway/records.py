@@ -1,0 +1,66 @@
+"""What drivers produce, and what leaves the gateway.
+
+Drivers emit :class:`Reading` (telemetry: named values sampled from a device)
+and :class:`Event` (something happened: a card tap, an alarm, a door decision).
+The pipeline turns each into a :data:`WireRecord`, the JSON object that is
+stored in the outbox and published over MQTT (see ``docs/mqtt-contract.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypedDict
+
+Value = float | int | bool | str
+
+
+class Kind(StrEnum):
+    """The two record kinds; they differ in how the outbox treats them under pressure."""
+
+    TELEMETRY = "telemetry"  # may be thinned or dropped when the disk budget is reached (counted)
+    EVENT = "event"  # never dropped: card taps, alarms, access decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Values sampled from one device at one moment."""
+
+    device: str
+    values: Mapping[str, Value]
+    ts: float | None = None  # Unix seconds; None = "now" when the pipeline sees it
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened at one device. ``data`` must not hold personal data."""
+
+    device: str
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+
+
+Item = Reading | Event
+Emit = Callable[[Item], Awaitable[None]]
+"""A driver awaits ``emit(item)``; it returns once the record is durable in the outbox
+(or raises :class:`Rejected` when the pipeline refused it)."""
+
+
+class Rejected(ValueError):
+    """The pipeline refused an item (invalid value, unknown device...). The message says why."""
+
+
+class WireRecord(TypedDict, total=False):
+    """One record as stored in the outbox and published (a JSON object)."""
+
+    seq: int  # per-gateway sequence number, persisted, strictly increasing
+    kind: str  # "telemetry" | "event"
+    device: str
+    room: str
+    ts: int  # milliseconds since the Unix epoch, stamped once, never changed
+    synced: bool  # was the gateway clock NTP-synchronised when ts was stamped
+    values: dict[str, Value]  # telemetry only
+    type: str  # event only
+    data: dict[str, Any]  # event only

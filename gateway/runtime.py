@@ -1,0 +1,202 @@
+"""The gateway process: outbox, pipeline, drivers and uplink on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+from drivers.base import DeviceState, Driver
+from drivers.registry import driver_class
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.config import GatewayConfigBase
+from gateway.outbox import Outbox
+from gateway.pipeline import GATEWAY_DEVICE, Pipeline
+from gateway.records import Emit, Item, Reading, Rejected
+from gateway.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Owns everything one gateway runs. ``await Gateway(cfg).run()`` until cancelled or signalled."""
+
+    def __init__(self, cfg: GatewayConfigBase) -> None:
+        self.cfg = cfg
+        self.clock = Clock(cfg.clock.synced)
+        self.started_at = time.time()
+        self.drivers: dict[str, Driver] = {
+            dev.id: driver_class(dev.driver)(dev) for dev in cfg.devices if dev.enabled
+        }
+        self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        self.uplink: Uplink | None = None
+        self._process = psutil.Process(os.getpid())
+        self._process.cpu_percent(None)
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        self.outbox = await Outbox.open(cfg.storage.path, budget_bytes=int(cfg.storage.budget_mb * 1024 * 1024),
+                                        sync=cfg.storage.sync)
+        rooms = {dev.id: dev.room for dev in cfg.devices}
+        self.pipeline = Pipeline(self.outbox, self.clock, rooms)
+        self.uplink = Uplink(cfg, self.outbox, self.state_document)
+        log.info("gateway %s/%s starting with %d devices (outbox %s)", cfg.school, cfg.gateway, len(self.drivers),
+                 cfg.storage.path)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._keep_running("uplink", self.uplink.run), name="uplink")
+                tg.create_task(self._health_loop(), name="health")
+                for device_id, driver in self.drivers.items():
+                    tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
+                await self._stop.wait()
+                for driver in self.drivers.values():  # no new records while saying goodbye
+                    await driver.close()
+                await self.uplink.shutdown()  # "offline, shutdown" while the connection is still up
+                raise _Stopping
+        except* _Stopping:
+            pass
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def _shutdown(self) -> None:
+        for driver in self.drivers.values():
+            with contextlib.suppress(Exception):
+                await driver.close()
+            driver.health.state = DeviceState.STOPPED
+        if self.outbox is not None:
+            await self.outbox.close()
+        log.info("gateway stopped")
+
+    # ------------------------------------------------------------------ drivers
+
+    async def emit(self, item: Item) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.submit(item)
+
+    async def _supervise(self, driver: Driver) -> None:
+        """Run a driver; if it crashes (a bug, not a device error), log it and restart it after a pause."""
+        delay = 1.0
+        while True:
+            try:
+                await driver.run(self._emit_for(driver))
+                log.error("driver %s returned; restarting it", driver.device_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                driver.health.error(f"driver crashed: {type(exc).__name__}: {exc}")
+                log.exception("driver %s crashed; restarting in %.0f s", driver.device_id, delay)
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 2)
+
+    async def _keep_running(self, name: str, func: Callable[[], Awaitable[None]]) -> None:
+        """Run a core task; a bug in it is logged and the task restarted, never taking the gateway down."""
+        while True:
+            try:
+                await func()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it in 1 s", name)
+                await asyncio.sleep(1)
+
+    def _emit_for(self, driver: Driver) -> Emit:
+        async def emit(item: Item) -> None:
+            try:
+                await self.emit(item)
+            except Rejected as exc:
+                driver.health.count("rejected")
+                log.warning("rejected from %s: %s", driver.device_id, exc)
+                raise
+
+        return emit
+
+    # ------------------------------------------------------------------ health and state
+
+    def health_values(self) -> dict[str, Any]:
+        states = [d.health.state for d in self.drivers.values()]
+        values: dict[str, Any] = {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "devices_online": sum(s == DeviceState.ONLINE for s in states),
+            "devices_offline": sum(s == DeviceState.OFFLINE for s in states),
+            "cpu_percent": self._process.cpu_percent(None),
+            "rss_bytes": self._process.memory_info().rss,
+            "clock_synced": self.clock.synced(),
+        }
+        if self.outbox is not None:
+            values |= {k: v for k, v in self.outbox.stats.as_dict().items() if k != "next_seq"}
+        if self.uplink is not None:
+            values |= {k: v for k, v in self.uplink.stats.as_dict().items() if k != "uplink_last_error"}
+        if self.pipeline is not None:
+            values |= self.pipeline.stats.as_dict()
+        skipped = sum(d.health.counters.get("skipped_polls", 0) for d in self.drivers.values())
+        values["skipped_polls"] = skipped
+        return values
+
+    def state_document(self) -> dict[str, Any]:
+        return {
+            "ts": self.clock.now_ms(),
+            "version": __version__,
+            "started_at": int(self.started_at * 1000),
+            "school": self.cfg.school,
+            "gateway": self.cfg.gateway,
+            "district": self.cfg.district,
+            "clock_synced": self.clock.synced(),
+            "devices": {
+                device_id: {
+                    "driver": d.config.driver,
+                    "room": d.config.room,
+                    "state": str(d.health.state),
+                    "error_count": d.health.error_count,
+                    "last_error": d.health.last_error,
+                }
+                for device_id, d in self.drivers.items()
+            },
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Everything the local status page and ``edugate status`` show."""
+        return self.state_document() | {
+            "health": self.health_values(),
+            "uplink": {"host": self.cfg.uplink.host, "port": self.cfg.uplink.port,
+                       "last_error": self.uplink.stats.last_error if self.uplink else None},
+            "devices": {device_id: d.health.as_dict() | {"driver": d.config.driver, "room": d.config.room}
+                        for device_id, d in self.drivers.items()},
+        }
+
+    async def _health_loop(self) -> None:
+        interval = self.cfg.uplink.health_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            values = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.health_values().items()}
+            try:
+                await self.emit(Reading(GATEWAY_DEVICE, values))
+            except Rejected as exc:  # a bug: health values must always be valid
+                log.error("health record rejected: %s", exc)
+            if self.uplink is not None:
+                with contextlib.suppress(Exception):
+                    await self.uplink.publish_state()
+
+
+class _Stopping(Exception):
+    pass

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what EduGate needs on Debian bookworm / Raspberry Pi OS (as root) into ./.venv.
+#   bash scripts/setup.sh            # runtime + test extras
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+# Debian's mosquitto package may start a system broker where an init system runs; EduGate never uses
+# it: tests and the demo start their own brokers on free loopback ports.
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+echo "ready: $(.venv/bin/edugate --help >/dev/null && echo 'edugate installed in .venv')"

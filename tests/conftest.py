@@ -1,0 +1,30 @@
+"""Shared fixtures: real servers on free loopback ports, in a per-test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.servers import Mosquitto, VictoriaMetrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto broker with persistence; ``.stop()`` / ``.start()`` keep its port."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A private VictoriaMetrics with deduplication (-dedup.minScrapeInterval=1ms)."""
+    vm = VictoriaMetrics(tmp_path / "victoria")
+    vm.start()
+    yield vm
+    vm.stop()

@@ -1,0 +1,144 @@
+"""Gateway -> real Mosquitto: batching, birth/last will, broker outage, kill -9, disk budget."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from simulators.servers import Mosquitto
+from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
+
+
+def synthetic_config(port: int, **uplink) -> dict:
+    return {
+        "school": "test-school",
+        "gateway": "gw-1",
+        "uplink": {"port": port, "health_interval_s": 1, **uplink},
+        "devices": [
+            {"id": "fast", "driver": "synthetic", "interval_s": 0.002, "values": 9, "room": "lab-1"},
+            {"id": "door", "driver": "synthetic", "interval_s": 0.05, "values": 0, "event_every": 1},
+        ],
+    }
+
+
+def assert_complete(collector: Collector, gw: GatewayProcess) -> int:
+    """Everything the outbox ever committed was received, or is still queued in the outbox."""
+    next_seq, queued = outbox_state(gw.outbox_path)
+    received = collector.distinct()
+    missing = set(range(1, next_seq)) - received - queued
+    assert not missing, f"{len(missing)} committed records neither received nor queued: {sorted(missing)[:10]}"
+    assert not received - set(range(1, next_seq)), "received a seq the outbox never assigned"
+    return next_seq - 1
+
+
+def test_birth_batches_and_clean_shutdown(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    collector = Collector(mosquitto.port).start()
+    gw = GatewayProcess(tmp_path / "gw", synthetic_config(mosquitto.port)).start()
+    wait_for(lambda: len(collector.seqs("telemetry")) > 1000, 30, "1000 telemetry records")
+    wait_for(lambda: any(r["device"] == "_gateway" for r in collector.records["telemetry"]), 10, "a health record")
+    assert gw.stop() == 0
+    time.sleep(0.5)
+    # retained birth, then a clean offline on SIGTERM
+    assert collector.states[0]["status"] == "online"
+    assert collector.states[0]["devices"]["fast"]["driver"] == "synthetic"
+    assert collector.states[-1]["status"] == "offline" and collector.states[-1]["reason"] == "shutdown"
+    # records are batched: far fewer messages than records
+    telemetry_msgs = [n for _, kind, n in collector.arrivals if kind == "telemetry"]
+    assert sum(telemetry_msgs) / len(telemetry_msgs) > 5
+    # every record carries its stable id, time and clock flag; rooms come from the config
+    fast = [r for r in collector.records["telemetry"] if r["device"] == "fast"]
+    assert all(r["room"] == "lab-1" and isinstance(r["ts"], int) and isinstance(r["synced"], bool) for r in fast)
+    health = [r for r in collector.records["telemetry"] if r["device"] == "_gateway"][-1]["values"]
+    assert health["devices_online"] == 2 and health["outbox_budget_bytes"] > 0 and health["rss_bytes"] > 0
+    events = collector.records["event"]
+    assert events and all(e["type"] == "synthetic" for e in events)
+    assert_complete(collector, gw)
+    collector.stop()
+
+
+def test_last_will_marks_a_killed_gateway_offline(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    collector = Collector(mosquitto.port).start()
+    cfg = synthetic_config(mosquitto.port, keepalive_s=2)
+    gw = GatewayProcess(tmp_path / "gw", cfg).start()
+    wait_for(lambda: collector.states, 20, "birth message")
+    gw.kill()
+    state = wait_for(lambda: [s for s in collector.states if s["status"] == "offline"], 10, "last will")
+    assert state[-1]["reason"] == "connection lost"
+    collector.stop()
+
+
+def test_broker_outage_under_load_loses_nothing_and_reconnects_fast(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    collector = Collector(mosquitto.port).start()
+    gw = GatewayProcess(tmp_path / "gw", synthetic_config(mosquitto.port)).start()
+    wait_for(lambda: len(collector.seqs()) > 500, 30, "records before the outage")
+    mosquitto.stop()
+    time.sleep(4)  # the outage: records pile up in the outbox meanwhile
+    _, queued = outbox_state(gw.outbox_path)
+    assert len(queued) > 500, "records should wait in the outbox while the broker is down"
+    before = len(collector.arrivals)
+    restarted = time.time()
+    mosquitto.start()
+    wait_for(lambda: len(collector.arrivals) > before, 15, "first delivery after the broker came back")
+    first_delivery = collector.arrivals[before][0] - restarted
+    print(f"broker restart -> first delivery: {first_delivery:.2f} s")
+    assert first_delivery < 3.0, f"took {first_delivery:.1f} s to deliver after the broker came back"
+    wait_for(lambda: len(outbox_state(gw.outbox_path)[1]) < 200, 30, "the backlog to drain")
+    assert gw.stop() == 0
+    time.sleep(0.5)
+    total = assert_complete(collector, gw)
+    assert total > 2000
+    collector.stop()
+
+
+def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    collector = Collector(mosquitto.port).start()
+    gw = GatewayProcess(tmp_path / "gw", synthetic_config(mosquitto.port))
+    rng = random.Random(3)
+    last_next = 1
+    for _ in range(4):
+        gw.start()
+        time.sleep(rng.uniform(0.5, 2.0))
+        gw.kill()
+        next_seq, _ = outbox_state(gw.outbox_path)
+        assert next_seq > last_next, "sequence numbers continue across restarts"
+        last_next = next_seq
+    gw.start()
+    before_last_kill = set(range(1, last_next))
+    wait_for(lambda: before_last_kill <= collector.distinct(), 30, "every record committed before the kills")
+    assert gw.stop() == 0
+    time.sleep(0.5)
+    assert_complete(collector, gw)
+    collector.stop()
+
+
+def test_disk_budget_thins_telemetry_and_keeps_every_event(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    collector = Collector(mosquitto.port).start()
+    mosquitto.stop()  # the uplink is down from the start: everything waits in the outbox
+    cfg = synthetic_config(mosquitto.port)
+    cfg["storage"] = {"path": str(tmp_path / "gw" / "outbox.sqlite"), "budget_mb": 0.25}
+    gw = GatewayProcess(tmp_path / "gw", cfg).start()
+    time.sleep(5)
+    next_seq, queued = outbox_state(gw.outbox_path)
+    assert len(queued) < next_seq - 1, "the budget should have forced thinning"
+    mosquitto.start()
+    wait_for(lambda: any(r["device"] == "_gateway" and r["values"]["telemetry_thinned"] > 0
+                         for r in collector.records["telemetry"]), 20, "a health record reporting thinning")
+    assert gw.stop() == 0
+    time.sleep(0.5)
+    next_seq, queued = outbox_state(gw.outbox_path)
+    events_produced = wait_for(lambda: len(collector.distinct("event")), 5, "events")
+    # every event ever committed arrived or is still queued: none was thinned
+    event_seqs = collector.distinct("event")
+    telemetry_seqs = collector.distinct("telemetry")
+    all_seqs = set(range(1, next_seq))
+    thinned = all_seqs - event_seqs - telemetry_seqs - queued
+    assert thinned, "some telemetry must have been thinned"
+    assert events_produced > 50
+    last_health = [r for r in collector.records["telemetry"] if r["device"] == "_gateway"][-1]["values"]
+    assert last_health["telemetry_thinned"] > 0
+    # the events are consecutive per "door" reading: every door reading has its event
+    door_n = {r["values"]["n"] for r in collector.records["telemetry"] if r["device"] == "door"}
+    event_n = {e["data"]["n"] for e in collector.records["event"]}
+    assert door_n - event_n == set(), "an event is missing for a door reading that survived"
+    collector.stop()

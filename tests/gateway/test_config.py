@@ -1,0 +1,74 @@
+"""Config validation: every bad config names the file, line and path; every shipped config passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.registry import driver_classes
+from gateway.config import ConfigError, json_schema, load_config, parse_config
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+BAD = sorted((HERE / "bad_configs").glob("*.yaml"))
+SHIPPED = sorted((REPO / "config").glob("*.yaml")) + sorted((REPO / "config" / "samples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_reports_exact_location(path: Path) -> None:
+    expected = path.with_suffix(".err").read_text().replace("KNOWN", ", ".join(driver_classes())).splitlines()
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    got = [str(p).replace(str(path.parent) + "/", "") for p in info.value.problems]
+    assert got == expected
+
+
+def test_check_command_exits_nonzero_and_prints_locations() -> None:
+    path = HERE / "bad_configs" / "bad_port.yaml"
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{path}:5: uplink.port: Input should be less than or equal to 65535" in result.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read: No such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_empty_and_non_mapping_files() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("", "empty.yaml")
+    assert {p.path for p in info.value.problems} == {"school", "gateway"}
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        parse_config("- a\n- b\n", "list.yaml")
+
+
+def test_relative_outbox_path_is_resolved_against_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "gw.yaml").write_text("school: s\ngateway: g\nstorage: {path: data/outbox.sqlite}\n")
+    cfg = load_config(tmp_path / "gw.yaml")
+    assert cfg.storage.path == tmp_path / "data" / "outbox.sqlite"
+
+
+def test_shipped_configs_exist() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {"demo-school", "lab", "classroom"} <= names, names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_passes_check(path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert ": OK:" in result.stdout
+
+
+def test_json_schema_describes_every_driver() -> None:
+    schema = json_schema()
+    text = json.dumps(schema)
+    for name in driver_classes():
+        assert f'"const": "{name}"' in text or f'"enum": ["{name}"]' in text
+    assert schema["properties"]["uplink"]
+    assert schema["additionalProperties"] is False

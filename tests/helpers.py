@@ -1,0 +1,144 @@
+"""Test helpers: a gateway in a subprocess, an MQTT collector, waiting on conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Collector:
+    """Subscribes to ``edu/v1/#`` at QoS 1 with a persistent session and keeps every record it sees."""
+
+    port: int
+    client_id: str = "test-collector"
+    records: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    states: list[dict] = field(default_factory=list)
+    arrivals: list[tuple[float, str, int]] = field(default_factory=list)  # (time, kind, n records)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *_: c.subscribe("edu/v1/#", qos=1)
+        self.client.reconnect_delay_set(0.1, 0.5)
+
+    def start(self) -> Collector:
+        self.client.connect("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+        wait_for(self.client.is_connected, 10, "collector connected")
+        return self
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        payload = json.loads(msg.payload) if msg.payload else None
+        with self.lock:
+            if kind == "state":
+                self.states.append(payload)
+                return
+            self.records[kind].extend(payload)
+            self.arrivals.append((time.time(), kind, len(payload)))
+
+    def seqs(self, kind: str | None = None) -> list[int]:
+        with self.lock:
+            kinds = [kind] if kind else list(self.records)
+            return [r["seq"] for k in kinds for r in self.records[k]]
+
+    def distinct(self, kind: str | None = None) -> set[int]:
+        return set(self.seqs(kind))
+
+    def by_device(self, kind: str = "telemetry") -> Counter[str]:
+        """Distinct records per device."""
+        with self.lock:
+            seen = {(r["device"], r["seq"]) for r in self.records[kind]}
+        return Counter(device for device, _ in seen)
+
+
+def outbox_state(path: Path) -> tuple[int, set[int]]:
+    """(next seq, seqs still queued) read straight from the outbox file, as a separate reader would."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        queued = {s for (s,) in conn.execute("SELECT seq FROM telemetry UNION ALL SELECT seq FROM events")}
+    finally:
+        conn.close()
+    return (row[0] if row else 1), queued
+
+
+@dataclass
+class GatewayProcess:
+    """``edugate run`` in a subprocess with a config written from a dict."""
+
+    workdir: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config.setdefault("storage", {}).setdefault("path", str(self.workdir / "outbox.sqlite"))
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.log_path = self.workdir / "gateway.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "gateway.yaml"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.config["storage"]["path"])
+
+    def start(self) -> GatewayProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(self.config_path)],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
+        log.close()
+        wait_for(self.outbox_path.exists, 20, "the gateway to create its outbox")
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
