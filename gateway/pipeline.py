@@ -21,7 +21,7 @@ from gateway.records import Event, Item, Kind, Reading, Rejected
 
 log = logging.getLogger(__name__)
 
-KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 MAX_STR = 256
 MAX_VALUES = 256

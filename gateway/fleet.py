@@ -1,0 +1,168 @@
+"""Which gateways are online: parsed from the retained ``.../state`` messages.
+
+Every ingest worker subscribes to all state topics (not shared), so each one
+holds the whole table. :meth:`FleetTable.snapshot` is what the central status
+page will show.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+HEALTHY_DEVICE_STATES = frozenset({"online", "starting"})
+"""Device states (drivers.base.DeviceState) not listed under ``devices_in_error``."""
+
+
+class InvalidState(ValueError):
+    """A state payload that is not a state document; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device: str
+    state: str
+    error_count: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateDoc:
+    """One ``.../state`` document (birth, periodic republish, clean shutdown or last will)."""
+
+    online: bool
+    ts: int | None  # None for the last will: the broker publishes it, nobody stamps it
+    reason: str | None = None
+    version: str | None = None
+    started_at: int | None = None
+    devices: tuple[DeviceState, ...] = ()
+
+
+def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
+    """Parse a state payload; return the document (None for an empty payload: the retained
+    state was cleared) and the problems found in its optional parts (devices)."""
+    if not payload:
+        return None, []
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidState(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidState("a state document must be a JSON object")
+    status = doc.get("status")
+    if status not in ("online", "offline"):
+        raise InvalidState(f"'status' must be 'online' or 'offline', got {status!r}")
+    ts = doc.get("ts")
+    if ts is not None and (type(ts) is not int or ts <= 0):
+        raise InvalidState(f"'ts' must be a positive integer (ms since the epoch), got {ts!r}")
+    started_at = doc.get("started_at")
+    reason = doc.get("reason")
+    version = doc.get("version")
+    devices, problems = _devices(doc.get("devices"))
+    return StateDoc(
+        online=status == "online",
+        ts=ts,
+        reason=reason if isinstance(reason, str) else None,
+        version=version if isinstance(version, str) else None,
+        started_at=started_at if type(started_at) is int else None,
+        devices=devices,
+    ), problems
+
+
+def _devices(raw: Any) -> tuple[tuple[DeviceState, ...], list[str]]:
+    if raw is None:
+        return (), []
+    if not isinstance(raw, dict):
+        return (), [f"'devices' must be an object, got {type(raw).__name__}; devices ignored"]
+    out: list[DeviceState] = []
+    problems: list[str] = []
+    for name, info in raw.items():
+        if not isinstance(info, dict) or not isinstance(info.get("state"), str):
+            problems.append(f"devices[{name!r}] must be an object with a string 'state'; ignored")
+            continue
+        count = info.get("error_count", 0)
+        last_error = info.get("last_error")
+        out.append(DeviceState(name, info["state"], count if type(count) is int else 0,
+                               last_error if isinstance(last_error, str) else None))
+    return tuple(out), problems
+
+
+@dataclass
+class _Entry:
+    school: str
+    gateway: str
+    online: bool
+    since: int  # ms: when the current status was first seen
+    last_seen: int | None  # ms: ts of the newest document the gateway stamped itself
+    reason: str | None = None
+    version: str | None = None
+    started_at: int | None = None
+    devices: tuple[DeviceState, ...] = field(default_factory=tuple)
+    updated_at: int = 0  # ms: ts (or receive time) of the document applied last
+
+
+class FleetTable:
+    """Thread-safe table of gateway states, newest document wins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    def apply(self, school: str, gateway: str, doc: StateDoc, received_ms: int) -> int:
+        """Record ``doc``; return the timestamp to store it at (its ``ts``, or ``received_ms``
+        for the last will). A document older than the one already applied is ignored here."""
+        at = doc.ts if doc.ts is not None else received_ms
+        with self._lock:
+            entry = self._entries.get((school, gateway))
+            if entry is None:
+                entry = self._entries[(school, gateway)] = _Entry(school, gateway, doc.online, at, None)
+            elif at < entry.updated_at:
+                return at
+            if entry.online != doc.online:
+                entry.online = doc.online
+                entry.since = at
+            if doc.ts is not None:
+                entry.last_seen = doc.ts
+            entry.updated_at = at
+            entry.reason = doc.reason
+            if doc.online or doc.devices:
+                entry.version = doc.version or entry.version
+                entry.started_at = doc.started_at or entry.started_at
+                entry.devices = doc.devices
+        return at
+
+    def forget(self, school: str, gateway: str) -> None:
+        """The retained state was cleared (gateway decommissioned)."""
+        with self._lock:
+            self._entries.pop((school, gateway), None)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """One dict per gateway, sorted by school and gateway (times in ms since the epoch)."""
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: (e.school, e.gateway))
+            return [
+                {
+                    "school": e.school,
+                    "gateway": e.gateway,
+                    "status": "online" if e.online else "offline",
+                    "since": e.since,
+                    "last_seen": e.last_seen,
+                    "reason": e.reason,
+                    "version": e.version,
+                    "started_at": e.started_at,
+                    "devices_total": len(e.devices),
+                    "devices_in_error": [
+                        {"device": d.device, "state": d.state, "error_count": d.error_count,
+                         "last_error": d.last_error}
+                        for d in e.devices if d.state not in HEALTHY_DEVICE_STATES
+                    ],
+                }
+                for e in entries
+            ]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
