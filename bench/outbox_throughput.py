@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.clock import Clock  # noqa: E402
-from gateway.outbox import Outbox  # noqa: E402
-from gateway.pipeline import Pipeline  # noqa: E402
-from gateway.records import Reading  # noqa: E402
+from gateway.clock import Clock
+from gateway.outbox import Outbox
+from gateway.pipeline import Pipeline
+from gateway.records import Reading
 
 
 async def main(records: int, producers: int, sync: str) -> dict:

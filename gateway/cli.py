@@ -80,6 +80,19 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
     asyncio.run(main())
 
 
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")]
+    = None,
+    workdir: Annotated[Path | None, typer.Option(help="Keep logs and data here (default: a temporary folder).")]
+    = None,
+) -> None:
+    """Run a simulated school through the real gateway, a private broker and store, and show what arrives."""
+    from gateway.demo import run_demo
+
+    raise typer.Exit(code=run_demo(duration, workdir))
+
+
 def _register_optional() -> None:
     """Commands that live in their own modules."""
     try:

@@ -258,6 +258,8 @@ def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
             if msg.startswith("duplicate device id"):
                 continue  # reported above, with the place of the second entry
             loc = _clean_loc(err["loc"], data)
+            if err["type"] == "union_tag_invalid":
+                loc = (*loc, "driver")
             problems.append(Problem(filename, _line_of(root, loc), format_path(loc), msg))
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
     if problems:

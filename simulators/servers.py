@@ -115,13 +115,16 @@ class Mosquitto(_Server):
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
+            # as root, mosquitto would switch to user "mosquitto" and could not write its persistence
+            # file in our folder; stay the user who started it
+            "user root" if os.geteuid() == 0 else "",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
             "max_inflight_messages 0",
             "max_queued_messages 0",
             "max_queued_bytes 0",
-            "message_size_limit 0",
+            "max_packet_size 268435455",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
