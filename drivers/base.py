@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -84,6 +84,19 @@ class DeviceHealth:
         }
 
 
+def _no_pseudonyms(raw: bytes) -> str:
+    raise RuntimeError("this gateway has no pseudonymisation key configured (privacy.secret_file)")
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the gateway lends a driver besides its config. Drivers must not reach for anything else."""
+
+    pseudonymize: Callable[[bytes], str] = _no_pseudonyms
+    """Raw personal identifier (a card UID, a patron barcode) -> keyed pseudonym. Call it at once and drop
+    the raw value: it must never reach a log line, an event or the outbox."""
+
+
 class CommandError(ValueError):
     """A command the driver refuses (unknown name, bad arguments, device says no)."""
 
@@ -95,6 +108,8 @@ class Driver(ABC, Generic[C]):
     """Base class of every driver. Subclasses set ``config_model`` and implement :meth:`run`."""
 
     config_model: ClassVar[type[DeviceConfig]]
+
+    ctx: DriverContext = DriverContext()  # the runtime sets the gateway's context before run()
 
     def __init__(self, config: C) -> None:
         self.config = config

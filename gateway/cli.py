@@ -31,8 +31,11 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("pymodbus", "aiomqtt", "mqtt"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    root = logging.getLogger().level
+    # The drivers report device trouble once, clearly; the libraries' own per-retry lines are noise.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if root <= logging.DEBUG else logging.CRITICAL)
+    for noisy in ("aiomqtt", "mqtt"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root))
 
 
 def _load_or_exit(path: Path):

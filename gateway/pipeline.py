@@ -55,8 +55,8 @@ class Pipeline:
     rules: list[Stage] = field(default_factory=list)
     stats: PipelineStats = field(default_factory=PipelineStats)
 
-    async def submit(self, item: Item) -> int | None:
-        """Run ``item`` through every stage and commit it; return its seq (None if a stage dropped it)."""
+    async def submit(self, item: Item) -> dict[str, Any] | None:
+        """Run ``item`` through every stage and commit it; return the committed record (None if dropped)."""
         try:
             kind, record = self._validate_and_enrich(item)
         except Rejected as exc:
@@ -68,9 +68,9 @@ class Pipeline:
             if record is None:
                 self.stats.dropped_by_stage += 1
                 return None
-        seq = await self.outbox.put(kind, record)
+        await self.outbox.put(kind, record)  # sets record["seq"]
         self.stats.accepted += 1
-        return seq
+        return record
 
     def _validate_and_enrich(self, item: Item) -> tuple[Kind, dict[str, Any]]:
         device = item.device

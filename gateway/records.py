@@ -43,9 +43,10 @@ class Event:
 
 
 Item = Reading | Event
-Emit = Callable[[Item], Awaitable[None]]
-"""A driver awaits ``emit(item)``; it returns once the record is durable in the outbox
-(or raises :class:`Rejected` when the pipeline refused it)."""
+Emit = Callable[[Item], Awaitable["dict[str, Any] | None"]]
+"""A driver awaits ``emit(item)``; it returns the committed record (with its ``seq``, and for a card tap
+the pipeline's ``decision``) once it is durable in the outbox, None if a pipeline stage dropped it, or
+raises :class:`Rejected` when the pipeline refused it."""
 
 
 class Rejected(ValueError):

@@ -89,9 +89,9 @@ class Gateway:
 
     # ------------------------------------------------------------------ drivers
 
-    async def emit(self, item: Item) -> None:
+    async def emit(self, item: Item) -> dict[str, Any] | None:
         assert self.pipeline is not None
-        await self.pipeline.submit(item)
+        return await self.pipeline.submit(item)
 
     async def _supervise(self, driver: Driver) -> None:
         """Run a driver; if it crashes (a bug, not a device error), log it and restart it after a pause."""
@@ -121,9 +121,9 @@ class Gateway:
                 await asyncio.sleep(1)
 
     def _emit_for(self, driver: Driver) -> Emit:
-        async def emit(item: Item) -> None:
+        async def emit(item: Item) -> dict[str, Any] | None:
             try:
-                await self.emit(item)
+                return await self.emit(item)
             except Rejected as exc:
                 driver.health.count("rejected")
                 log.warning("rejected from %s: %s", driver.device_id, exc)

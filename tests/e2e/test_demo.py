@@ -17,7 +17,7 @@ def test_demo_school_reaches_central(tmp_path: Path) -> None:
     with DemoSchool(tmp_path / "demo") as demo:
         def every_device_seen() -> bool:
             demo.check_processes()
-            latest, counts, online = demo.central_view()
+            latest, _, online = demo.central_view()
             return set(latest) >= devices and online.get("gw-main") == 1
 
         wait_for(every_device_seen, 60, "every demo device and the gateway online in the store", interval=1)

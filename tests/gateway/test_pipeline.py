@@ -26,9 +26,10 @@ async def stored(p: Pipeline, kind: Kind) -> list[dict]:
 
 
 async def test_reading_is_enriched_and_durable_when_submit_returns(pipeline: Pipeline) -> None:
-    seq = await pipeline.submit(Reading("lab1-th", {"temperature_c": 21.5, "ok": True}, ts=1_700_000_000.123))
+    committed = await pipeline.submit(Reading("lab1-th", {"temperature_c": 21.5, "ok": True}, ts=1_700_000_000.123))
     [record] = await stored(pipeline, Kind.TELEMETRY)
-    assert record == {"seq": seq, "kind": "telemetry", "device": "lab1-th", "room": "lab-1",
+    assert record == committed
+    assert record == {"seq": 1, "kind": "telemetry", "device": "lab1-th", "room": "lab-1",
                       "ts": 1_700_000_000_123, "synced": True, "values": {"temperature_c": 21.5, "ok": True}}
 
 
