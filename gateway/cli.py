@@ -70,13 +70,18 @@ def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="W
 @app.command()
 def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
     """Run the gateway: read devices, keep records in the outbox, forward them to the broker."""
+    from gateway.privacy import KeyFileError
     from gateway.runtime import Gateway
 
     setup_logging(log_level)
     cfg = _load_or_exit(config)
 
     async def main() -> None:
-        gw = Gateway(cfg)
+        try:
+            gw = Gateway(cfg)
+        except KeyFileError as exc:
+            typer.echo(f"{config}: {exc}", err=True)
+            raise typer.Exit(code=2) from None
         gw.install_signal_handlers()
         await gw.run()
 

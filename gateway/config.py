@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from drivers.base import ID_PATTERN, DeviceConfig
 from drivers.registry import broken_drivers, driver_classes
+from gateway.attendance import TimetableConfig
+from gateway.bus import BusConfig
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +60,16 @@ class StorageConfig(StrictModel):
                                             "a crash of the process.")
 
 
+class PrivacyConfig(StrictModel):
+    secret_file: Path = Field(Path("/var/lib/edugate/school.key"), description="The school's pseudonymisation "
+                              "key (mode 0600), created on first run. Back it up: it is needed to re-identify.")
+
+
+class AccessConfig(StrictModel):
+    allowlist_file: Path | None = Field(None, description="Where the allow-list pushed by central is kept "
+                                        "(default: allowlist.json next to the outbox).")
+
+
 class ClockConfig(StrictModel):
     synced: Literal["auto", "always", "never"] = Field(
         "auto", description="'auto' asks the kernel whether NTP has synchronised the clock.")
@@ -80,7 +93,21 @@ class GatewayConfigBase(StrictModel):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the school (timetable, bus routes).")
+    timetable: TimetableConfig | None = Field(None, description="Periods for attendance; none = no attendance.")
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    bus: BusConfig | None = Field(None, description="School bus routes (a bus gateway).")
     devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. 'Asia/Ho_Chi_Minh')") from None
+        return value
 
     @model_validator(mode="after")
     def _unique_device_ids(self) -> GatewayConfigBase:
@@ -278,7 +305,10 @@ def load_config(path: str | Path) -> GatewayConfigBase:
 
 
 def _resolve_relative_paths(cfg: GatewayConfigBase, base: Path) -> GatewayConfigBase:
-    if cfg.storage.path.is_absolute():
-        return cfg
-    storage = cfg.storage.model_copy(update={"path": (base / cfg.storage.path).resolve()})
-    return cfg.model_copy(update={"storage": storage})
+    """Relative file paths in the config are relative to the config file's folder."""
+    updates: dict[str, Any] = {}
+    if not cfg.storage.path.is_absolute():
+        updates["storage"] = cfg.storage.model_copy(update={"path": (base / cfg.storage.path).resolve()})
+    if not cfg.privacy.secret_file.is_absolute():
+        updates["privacy"] = cfg.privacy.model_copy(update={"secret_file": (base / cfg.privacy.secret_file).resolve()})
+    return cfg.model_copy(update=updates) if updates else cfg

@@ -61,6 +61,7 @@ class DemoSchool:
         port_map = self._start_simulators(raw)
         raw["uplink"]["port"] = self.broker.port
         raw["storage"]["path"] = str(self.workdir / "outbox.sqlite")
+        raw["privacy"] = {"secret_file": str(self.workdir / "school.key")}
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
                 dev["port"] = port_map[(dev["host"], dev["port"])]

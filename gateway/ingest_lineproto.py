@@ -9,7 +9,11 @@ skipped record or value. The mapping (documented in ``docs/mqtt-contract.md``):
   number or boolean (booleans as 1/0; strings are not stored), timestamp = the
   record's ``ts`` in ms. VictoriaMetrics names the series ``edugate_<field>``.
 * event record -> measurement ``edugate_event``, tags ``school, gateway,
-  device, room, type``, field ``count=1`` (series ``edugate_event_count``).
+  device, room, type`` plus the few low-cardinality data keys in
+  ``EVENT_TAG_KEYS`` (role, direction, decision, action, period, late...),
+  field ``count=1`` (series ``edugate_event_count``) plus every numeric data
+  value (e.g. ``present`` of an ``attendance_summary`` -> ``edugate_event_present``).
+  Pseudonyms are never labels.
 * gateway state -> measurement ``edugate_gateway``, field ``online`` 1/0
   (series ``edugate_gateway_online``), see :func:`state_line`.
 
@@ -20,6 +24,7 @@ conflict in InfluxDB, and VictoriaMetrics stores float64 anyway.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,8 +218,10 @@ class LineEncoder:
             if not isinstance(data, dict):
                 self._skip(out, index, f"'data' must be an object, got {_json_type(data)}")
                 continue
-            out.lines.append(f"{self._prefix(EVENT_MEASUREMENT, topic, device, room, event_type)} count=1 {ts}")
-            out.points += 1
+            tags, fields = _event_tags_and_fields(data)
+            prefix = self._prefix(EVENT_MEASUREMENT, topic, device, room, event_type)
+            out.lines.append(f"{prefix}{tags} count=1{fields} {ts}")
+            out.points += 1 + fields.count("=")
 
     def _head(self, record: Any, index: int, kind: str, max_ts: int,
               out: Converted) -> tuple[str, str | None, int] | None:
@@ -279,6 +286,31 @@ class LineEncoder:
         if not isinstance(name, str) or not VALUE_NAME_RE.match(name):
             return None
         return escape_tag(name) + "="
+
+
+EVENT_TAG_KEYS = ("role", "direction", "decision", "action", "period", "late", "reason", "alert")
+"""Event data keys stored as labels: few values each, never personal (a pseudonym is never a label)."""
+EVENT_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
+EVENT_FIELD_SKIP = frozenset({"seq", "ts", "boarded_at"})
+
+
+def _event_tags_and_fields(data: dict[str, Any]) -> tuple[str, str]:
+    """Line-protocol tag and field suffixes for an event's data: whitelisted labels, numeric values as fields."""
+    tags = ""
+    for key in EVENT_TAG_KEYS:
+        value = data.get(key)
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if isinstance(value, str) and EVENT_TAG_VALUE_RE.match(value):
+            tags += f",{key}={value}"
+    fields = ""
+    for key, value in data.items():
+        if (type(value) in (int, float) and key not in EVENT_FIELD_SKIP and key not in EVENT_TAG_KEYS
+                and key != "count" and VALUE_NAME_RE.match(key) and math.isfinite(value)):
+            fields += f",{key}={float(value)!r}"
+    if isinstance(data.get("late"), int) and not isinstance(data.get("late"), bool):
+        fields += f",late={float(data['late'])!r}"
+    return tags, fields
 
 
 def _json_type(value: Any) -> str:

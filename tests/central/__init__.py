@@ -28,10 +28,10 @@ def telemetry(seq: int, device: str = "lab1-th", *, ts: int | None = None, room:
 
 
 def event(seq: int, device: str = "door-2", *, type_: str = "card_tap", ts: int | None = None,
-          room: str | None = "lab-1") -> dict[str, Any]:
+          room: str | None = "lab-1", data: dict[str, Any] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"seq": seq, "kind": "event", "device": device,
                               "ts": BASE_TS + seq * 10 if ts is None else ts, "synced": True, "type": type_,
-                              "data": {"card": "p:3f9a1c", "decision": "allow"}}
+                              "data": data if data is not None else {"card": "p:3f9a1c", "decision": "allow"}}
     if room is not None:
         record["room"] = room
     return record

@@ -71,10 +71,28 @@ def test_numbers_keep_their_precision() -> None:
 def test_events_become_counts_with_a_type_tag() -> None:
     conv = convert([event(5), event(6, room=None, type_="door_forced")], EVENTS)
     assert conv.lines == [
-        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,room=lab-1,type=card_tap count=1 {BASE_TS + 50}",
-        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,type=door_forced count=1 {BASE_TS + 60}",
+        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,room=lab-1,type=card_tap,decision=allow "
+        f"count=1 {BASE_TS + 50}",
+        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,type=door_forced,decision=allow "
+        f"count=1 {BASE_TS + 60}",
     ]
     assert conv.points == 2
+
+
+def test_event_labels_are_whitelisted_and_numbers_become_fields() -> None:
+    tap = event(7, data={"card": "p1-" + "a" * 32, "role": "door", "direction": "in", "decision": "deny",
+                         "allowlist_version": 7, "late": False, "note": "free text"})
+    summary = event(8, type_="attendance_summary", data={"date": "2026-11-23", "period": "P1", "present": 25,
+                                                          "late": 3})
+    conv = convert([tap, summary], EVENTS)
+    assert conv.lines == [
+        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,room=lab-1,type=card_tap,role=door,direction=in,"
+        f"decision=deny,late=false count=1,allowlist_version=7.0 {BASE_TS + 70}",
+        f"edugate_event,school=school-1,gateway=gw-a,device=door-2,room=lab-1,type=attendance_summary,period=P1 "
+        f"count=1,present=25.0,late=3.0 {BASE_TS + 80}",
+    ]
+    assert "p1-" not in "".join(conv.lines), "a pseudonym must never become a label or field"
+    assert conv.points == 2 + 1 + 2
 
 
 @pytest.mark.parametrize(("change", "reason"), [
