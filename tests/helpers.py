@@ -108,6 +108,7 @@ class GatewayProcess:
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.setdefault("storage", {}).setdefault("path", str(self.workdir / "outbox.sqlite"))
+        self.config.setdefault("privacy", {}).setdefault("secret_file", str(self.workdir / "school.key"))
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.log_path = self.workdir / "gateway.log"
 
