@@ -108,6 +108,9 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - during development only
         return
     app.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
+    from gateway.cli_privacy import pseudonym
+
+    app.command()(pseudonym)
 
 
 _register_optional()

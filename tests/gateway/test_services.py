@@ -159,3 +159,23 @@ async def test_bus_boarding_alighting_with_position_and_left_onboard_alert(outbo
     for e in events:
         await pipe.submit(e)
     assert bus2.onboard == {} and BusRoute(BusConfig(), TZ, state, ["bus-reader"]).onboard == {}
+
+
+def test_reidentification_cli_prints_pseudonyms_and_audits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    key_path = tmp_path / "school.key"
+    key = load_or_create_key(key_path)
+    (tmp_path / "roster.csv").write_text("student_id,uid\nHS001,04:A2:2B:1C\n")
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(key_path),
+                             "--purpose", "bus alert check", "--roster", str(tmp_path / "roster.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["student_id,pseudonym", f"HS001,{Pseudonymizer(key)(bytes.fromhex('04a22b1c'))}"]
+    audit = (tmp_path / "reidentification.log").read_text()
+    assert "purpose='bus alert check'" in audit and "count=1" in audit and "04" not in audit.split("key=")[0][-3:]
+    assert "a22b1c" not in audit.lower()
+    missing = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(tmp_path / "nokey"),
+                              "--purpose", "x", "04a22b1c"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "refusing to create a new key" in missing.stderr
