@@ -172,9 +172,10 @@ def test_reidentification_cli_prints_pseudonyms_and_audits(tmp_path: Path) -> No
                              "--purpose", "bus alert check", "--roster", str(tmp_path / "roster.csv")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["student_id,pseudonym", f"HS001,{Pseudonymizer(key)(bytes.fromhex('04a22b1c'))}"]
+    expected = Pseudonymizer(key)(bytes.fromhex("04a22b1c"))
+    assert result.stdout.splitlines() == ["student_id,pseudonym", f"HS001,{expected}"]
     audit = (tmp_path / "reidentification.log").read_text()
-    assert "purpose='bus alert check'" in audit and "count=1" in audit and "04" not in audit.split("key=")[0][-3:]
+    assert "purpose='bus alert check'" in audit and "count=1" in audit
     assert "a22b1c" not in audit.lower()
     missing = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(tmp_path / "nokey"),
                               "--purpose", "x", "04a22b1c"], capture_output=True, text=True)
