@@ -74,7 +74,9 @@ def ingest(
     password_file: Annotated[Path | None, typer.Option("--password-file", help="File holding the MQTT password.")]
     = None,
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA bundle for mqtts://.")] = None,
-    group: Annotated[str, typer.Option("--group", help="Shared-subscription group the workers split the load in.")]
+    group: Annotated[str, typer.Option(
+        "--group", help="Shared-subscription group the workers split the load in; '' = a plain subscription "
+        "(a single worker).")]
     = "edugate-ingest",
     store_url: Annotated[str, typer.Option("--store-url", help="InfluxDB-compatible base URL (VictoriaMetrics: "
                                            "http://host:8428; it must run with -dedup.minScrapeInterval=1ms).")]

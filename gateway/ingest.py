@@ -83,8 +83,8 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if not self.client_id or len(self.client_id) > 128 or any(c in self.client_id for c in "/+#"):
             raise ValueError(f"client id {self.client_id!r}: 1 to 128 characters, without '/', '+' or '#'")
-        if not self.group or not set(self.group) <= GROUP_CHARS:
-            raise ValueError(f"group {self.group!r}: use letters, digits, '-' and '_'")
+        if not set(self.group) <= GROUP_CHARS:
+            raise ValueError(f"group {self.group!r}: use letters, digits, '-' and '_' ('' = not shared)")
         if not 1 <= self.broker_port <= 65535:
             raise ValueError(f"broker port {self.broker_port} is not between 1 and 65535")
         if self.batch_lines < 1 or self.batch_ms < 0 or self.queue_bytes < 1024:
@@ -94,9 +94,12 @@ class IngestConfig:
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
+        """Shared by ``group``; an empty group means a plain subscription (one worker: Mosquitto restores
+        plain subscriptions of a persistent session after a restart, but not shared ones)."""
+        share = f"$share/{self.group}/" if self.group else ""
         return [
-            (f"$share/{self.group}/{TOPIC_ROOT}/+/+/telemetry", 1),
-            (f"$share/{self.group}/{TOPIC_ROOT}/+/+/event", 1),
+            (f"{share}{TOPIC_ROOT}/+/+/telemetry", 1),
+            (f"{share}{TOPIC_ROOT}/+/+/event", 1),
             (f"{TOPIC_ROOT}/+/+/state", 1),
         ]
 
