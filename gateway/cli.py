@@ -70,6 +70,7 @@ def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="W
 @app.command()
 def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
     """Run the gateway: read devices, keep records in the outbox, forward them to the broker."""
+    from gateway.commands import DownlinkSetupError
     from gateway.privacy import KeyFileError
     from gateway.runtime import Gateway
 
@@ -79,7 +80,7 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
     async def main() -> None:
         try:
             gw = Gateway(cfg)
-        except KeyFileError as exc:
+        except (KeyFileError, DownlinkSetupError) as exc:
             typer.echo(f"{config}: {exc}", err=True)
             raise typer.Exit(code=2) from None
         gw.install_signal_handlers()
@@ -108,8 +109,10 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - during development only
         return
     app.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
+    from gateway.cli_commands import register as register_command_tools
     from gateway.cli_privacy import pseudonym
 
+    register_command_tools(app)
     app.command()(pseudonym)
 
 

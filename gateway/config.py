@@ -20,6 +20,7 @@ from drivers.base import ID_PATTERN, DeviceConfig
 from drivers.registry import broken_drivers, driver_classes
 from gateway.attendance import TimetableConfig
 from gateway.bus import BusConfig
+from gateway.commands import DownlinkConfig
 
 SCHEMA_VERSION = 1
 
@@ -94,6 +95,7 @@ class GatewayConfigBase(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    downlink: DownlinkConfig = Field(default_factory=DownlinkConfig)
     timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the school (timetable, bus routes).")
     timetable: TimetableConfig | None = Field(None, description="Periods for attendance; none = no attendance.")
     access: AccessConfig = Field(default_factory=AccessConfig)
@@ -311,4 +313,5 @@ def _resolve_relative_paths(cfg: GatewayConfigBase, base: Path) -> GatewayConfig
         updates["storage"] = cfg.storage.model_copy(update={"path": (base / cfg.storage.path).resolve()})
     if not cfg.privacy.secret_file.is_absolute():
         updates["privacy"] = cfg.privacy.model_copy(update={"secret_file": (base / cfg.privacy.secret_file).resolve()})
-    return cfg.model_copy(update=updates) if updates else cfg
+    updates["downlink"] = cfg.downlink.resolved(base)
+    return cfg.model_copy(update=updates)

@@ -19,6 +19,7 @@ from drivers.base import DeviceState, Driver, DriverContext
 from drivers.registry import driver_class
 from gateway import __version__
 from gateway.clock import Clock
+from gateway.commands import Downlink
 from gateway.config import GatewayConfigBase
 from gateway.outbox import Outbox
 from gateway.pipeline import GATEWAY_DEVICE, Pipeline
@@ -46,6 +47,13 @@ class Gateway:
                 driver.ctx = context
                 self.drivers[dev.id] = driver
         self.services = build_services(cfg)
+        self.downlink = Downlink.from_config(
+            cfg.downlink, school=cfg.school, gateway=cfg.gateway, outbox_path=cfg.storage.path, clock=self.clock,
+            device_lookup=self.drivers.get) if cfg.downlink.enabled else None
+        if self.downlink is not None:
+            for service in self.services:
+                for name, (args_model, handler) in service.commands().items():
+                    self.downlink.registry.register(name, args_model, handler)
         self.outbox: Outbox | None = None
         self.pipeline: Pipeline | None = None
         self.uplink: Uplink | None = None
@@ -62,7 +70,7 @@ class Gateway:
         rooms = {dev.id: dev.room for dev in cfg.devices}
         self.pipeline = Pipeline(self.outbox, self.clock, rooms)
         self.pipeline.rules.extend(service.stage for service in self.services)
-        self.uplink = Uplink(cfg, self.outbox, self.state_document)
+        self.uplink = Uplink(cfg, self.outbox, self.state_document, downlink=self.downlink)
         log.info("gateway %s/%s starting with %d devices (outbox %s)", cfg.school, cfg.gateway, len(self.drivers),
                  cfg.storage.path)
         try:
@@ -169,6 +177,8 @@ class Gateway:
             values |= {k: v for k, v in self.uplink.stats.as_dict().items() if k != "uplink_last_error"}
         if self.pipeline is not None:
             values |= self.pipeline.stats.as_dict()
+        if self.downlink is not None:
+            values |= self.downlink.stats.as_dict()
         skipped = sum(d.health.counters.get("skipped_polls", 0) for d in self.drivers.values())
         values["skipped_polls"] = skipped
         return values

@@ -24,6 +24,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
+from gateway.commands import Downlink
 from gateway.config import GatewayConfigBase
 from gateway.outbox import Outbox
 from gateway.records import Kind
@@ -59,8 +60,10 @@ class UplinkStats:
 
 
 class Uplink:
-    def __init__(self, cfg: GatewayConfigBase, outbox: Outbox, state: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, cfg: GatewayConfigBase, outbox: Outbox, state: Callable[[], dict[str, Any]],
+                 downlink: Downlink | None = None) -> None:
         self.cfg = cfg
+        self.downlink = downlink  # None: commands are ignored (downlink.enabled is false)
         self.outbox = outbox
         self.state = state  # returns the current "online" state document (devices etc.)
         self.stats = UplinkStats()
@@ -133,7 +136,13 @@ class Uplink:
         """Notice a lost connection: the message iterator raises MqttError when it drops."""
         await client.subscribe(topic(self.cfg, "cmd") + "/#", qos=1)
         async for message in client.messages:
-            log.info("command on %s ignored: the downlink is not enabled in this version", message.topic)
+            if self.downlink is None:
+                log.info("command on %s ignored: the downlink is not enabled (downlink.enabled)", message.topic)
+                continue
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            answer = await self.downlink.handle(str(message.topic), bytes(payload))
+            if answer is not None:
+                await client.publish(answer[0], answer[1], qos=1, timeout=10)
 
     async def publish_state(self, client: aiomqtt.Client | None = None, status: str = "online",
                             reason: str | None = None) -> None:
