@@ -35,7 +35,8 @@ class CardReaderConfig(DeviceConfig):
     role: Role = Field("attendance", description="What a tap means here: 'attendance' (classroom), 'door'/'lab' "
                        "(access decided from the allow-list), 'library', 'bus' (boarding/alighting).")
     direction: Literal["in", "out", "both"] = Field("in", description="Which way the reader faces.")
-    debounce_s: float = Field(2.0, ge=0, le=3600, description="The same card within this time counts once.")
+    debounce_s: float = Field(2.0, ge=0, le=3600, description="The same card counts once until it has been away "
+                              "from the reader this long (a held card counts once).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class CardReaderDriver(Driver[C]):
         now = time.monotonic()
         last = self._last_seen.get(card)
         if last is not None and now - last < self.config.debounce_s:
+            self._last_seen[card] = now  # a card held to the reader keeps counting as the same tap
             self.health.count("debounced")
             return None
         self._last_seen[card] = now
@@ -101,7 +103,7 @@ class CardReaderDriver(Driver[C]):
     async def _signal(self, outcome: Outcome) -> None:
         try:
             await self.signal(outcome)
-        except (TimeoutError, OSError) as exc:
+        except Exception as exc:  # feedback must never stop the reader: the tap is already recorded
             self.health.count("feedback_errors")
             log.warning("%s: could not signal %s to the reader: %s", self.device_id, outcome, exc)
 

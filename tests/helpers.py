@@ -43,6 +43,7 @@ class Collector:
     records: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
     states: list[dict] = field(default_factory=list)
     arrivals: list[tuple[float, str, int]] = field(default_factory=list)  # (time, kind, n records)
+    raw: list[bytes] = field(default_factory=list)  # every payload as it crossed the broker
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -63,6 +64,10 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         kind = msg.topic.rsplit("/", 1)[-1]
+        with self.lock:
+            self.raw.append(msg.topic.encode() + b" " + bytes(msg.payload))
+        if "/cmd" in msg.topic:
+            return
         payload = json.loads(msg.payload) if msg.payload else None
         with self.lock:
             if kind == "state":
