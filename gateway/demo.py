@@ -28,9 +28,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli_commands import Broker, send_envelope, write_keypair
+from gateway.commands import load_private_key, sign_command
 from gateway.config import load_config
+from gateway.privacy import Pseudonymizer, load_or_create_key
 from simulators.modbus import ModbusSimulator, SimulatorThread
 from simulators.servers import Mosquitto, VictoriaMetrics, free_port
+from simulators.students import StudentFlow
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo-school.yaml"
 
@@ -46,6 +50,7 @@ class DemoSchool:
     simulators: list[SimulatorThread] = field(default_factory=list)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     gateway_config: Path = field(init=False)
+    students: StudentFlow | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -58,10 +63,15 @@ class DemoSchool:
         self.store.start()
         raw = yaml.safe_load(self.config_path.read_text())
         self.school = raw["school"]
+        self.gateway_id = raw["gateway"]
         port_map = self._start_simulators(raw)
         raw["uplink"]["port"] = self.broker.port
         raw["storage"]["path"] = str(self.workdir / "outbox.sqlite")
         raw["privacy"] = {"secret_file": str(self.workdir / "school.key")}
+        self.pseudonym = Pseudonymizer(load_or_create_key(self.workdir / "school.key"))
+        self.central_key, public_key, _ = write_keypair(self.workdir / "central-cmd", force=True)
+        raw["downlink"] = {"enabled": True, "public_keys": [str(public_key)]}
+        self._start_students(raw)
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
                 dev["port"] = port_map[(dev["host"], dev["port"])]
@@ -85,6 +95,36 @@ class DemoSchool:
             port_map[(host, port)] = sim.port
         return port_map
 
+    def _start_students(self, raw: dict[str, Any]) -> None:
+        """Simulated readers at the config's card reader entries, and students tapping at them."""
+        readers: dict[str, tuple[Any, str]] = {}
+        for dev in raw["devices"]:
+            if dev.get("driver") in ("em4100", "pn532"):
+                dev["port"] = str(self.workdir / f"tty-{dev['id']}")
+                readers[dev["id"]] = (dev["driver"], dev["port"])
+        if readers:
+            self.students = StudentFlow(readers, StudentFlow.make_cards(40), every_s=1.0)
+            self.students.start()
+
+    def push_allowlist(self) -> dict[str, Any]:
+        """Central allows every second student into the labs (a signed command, as central would send it)."""
+        allowed = [self.pseudonym(card) for card in StudentFlow.make_cards(40)[::2]]
+        envelope = sign_command(load_private_key(self.central_key), school=self.school, gateway=self.gateway_id,
+                                name="access.allowlist.set", args={"version": int(time.time()),
+                                                                   "lists": {"lab-1": allowed}}, ttl_s=300)
+        return send_envelope(envelope, Broker(self.broker.host, self.broker.port), timeout=3) or {}
+
+    def push_allowlist_when_online(self, within_s: float = 30) -> dict[str, Any]:
+        deadline = time.time() + within_s
+        answer: dict[str, Any] = {}
+        while time.time() < deadline:
+            self.check_processes()
+            answer = self.push_allowlist()
+            if answer.get("status") == "ok":
+                break
+            time.sleep(0.5)
+        return answer
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -105,6 +145,8 @@ class DemoSchool:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        if self.students is not None:
+            self.students.stop()
         for thread in self.simulators:
             thread.stop()
         self.store.stop()
@@ -130,7 +172,7 @@ class DemoSchool:
         for series in self.query(f'{{__name__=~"edugate_.+",school="{self.school}",device!="_gateway"}}'):
             metric = series["metric"]
             name = metric["__name__"].removeprefix("edugate_")
-            if name in ("event_count", "gateway_online", "device_online"):
+            if name.startswith("event_") or name in ("gateway_online", "device_online"):
                 continue
             latest[metric["device"]][name] = float(series["value"][1])
             latest[metric["device"]]["_room"] = metric.get("room", "")
@@ -140,6 +182,15 @@ class DemoSchool:
         online = {s["metric"]["gateway"]: float(s["value"][1]) for s in self.query(
             f'edugate_gateway_online{{school="{self.school}"}}')}
         return latest, counts, online
+
+    def taps(self) -> dict[str, float]:
+        """Card taps stored centrally in the last hour, by reader role and door decision."""
+        out: dict[str, float] = {}
+        for s in self.query(f'sum by (role, decision) (count_over_time(edugate_event_count'
+                            f'{{school="{self.school}",type="card_tap"}}[1h]))'):
+            m = s["metric"]
+            out[m.get("role", "?") + (f"/{m['decision']}" if "decision" in m else "")] = float(s["value"][1])
+        return out
 
 
 def _render(demo: DemoSchool, started: float) -> Group:
@@ -156,9 +207,11 @@ def _render(demo: DemoSchool, started: float) -> Group:
         text = ", ".join(f"{k}={v:g}" for k, v in sorted(values.items()))
         table.add_row(device, latest[device]["_room"], text, f"{counts.get(device, 0):.0f}")
     gw = ", ".join(f"{name}: {'online' if v else 'OFFLINE'}" for name, v in sorted(online.items())) or "none yet"
+    taps = ", ".join(f"{k} {v:.0f}" for k, v in sorted(demo.taps().items())) or "none yet"
     return Group(
         Text(f"gateways: {gw}    running for {time.time() - started:.0f} s    (Ctrl-C to stop)"),
         table,
+        Text(f"card taps stored centrally (last hour, as pseudonyms): {taps}"),
         Text(f"broker {demo.broker.url}   store UI {demo.store.url}/vmui   logs {demo.workdir}", style="dim"),
     )
 
@@ -180,6 +233,8 @@ def run_demo(duration: float | None, workdir: Path | None, refresh_s: float = 2.
         try:
             demo.start()
             started = time.time()
+            answer = demo.push_allowlist_when_online()
+            console.print(f"central pushed the lab door's allow-list (signed command): {answer.get('status')}")
             with Live(_render(demo, started), console=console, refresh_per_second=1, auto_refresh=False) as live:
                 while duration is None or time.time() - started < duration:
                     time.sleep(refresh_s)

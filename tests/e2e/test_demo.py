@@ -13,7 +13,7 @@ from tests.helpers import REPO, wait_for
 
 
 def test_demo_school_reaches_central(tmp_path: Path) -> None:
-    devices = {d["id"] for d in yaml.safe_load(DEMO_CONFIG.read_text())["devices"]}
+    devices = {d["id"] for d in yaml.safe_load(DEMO_CONFIG.read_text())["devices"] if d["driver"] == "modbus"}
     with DemoSchool(tmp_path / "demo") as demo:
         def every_device_seen() -> bool:
             demo.check_processes()
@@ -21,6 +21,10 @@ def test_demo_school_reaches_central(tmp_path: Path) -> None:
             return set(latest) >= devices and online.get("gw-main") == 1
 
         wait_for(every_device_seen, 60, "every demo device and the gateway online in the store", interval=1)
+        assert demo.push_allowlist_when_online()["status"] == "ok"
+        taps = wait_for(lambda: (t := demo.taps()) and "attendance" in t and any(k.startswith("door/") for k in t)
+                        and t, 60, "attendance and door taps stored centrally", interval=1)
+        assert sum(taps.values()) >= 2
         latest, _, _ = demo.central_view()
         assert 300 <= latest["lab1-co2"]["co2"] <= 5000
         assert 0 <= latest["lab1-ph"]["ph"] <= 14
@@ -36,3 +40,4 @@ def test_demo_command_runs_for_a_while_and_exits_cleanly(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "What central has received from demo-school" in result.stdout
     assert "gw-main: online" in result.stdout
+    assert "allow-list (signed command): ok" in result.stdout
