@@ -22,6 +22,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def wait_async(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
+    """``wait_for`` for async tests whose simulators run on the test's own event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def send_command(broker_url: str, key: Path, school: str, gateway: str, name: str, args: dict) -> dict:
+    """Sign and send a command with ``edugate send``; return the gateway's cmd-result."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli_commands", "send", "--key", f"{key}.pem", "--broker", broker_url,
+         "--school", school, "--gateway", gateway, "--name", name, "--args", json.dumps(args),
+         "--ttl", "120", "--timeout", "15"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from gateway.privacy import Pseudonymizer, load_or_create_key
 from simulators.em4100 import EM4100Simulator
-from simulators.servers import Mosquitto, VictoriaMetrics
-from tests.helpers import REPO, Collector, GatewayProcess, outbox_state
+from simulators.servers import Mosquitto
+from tests.helpers import Collector, GatewayProcess, outbox_state, send_command, wait_async
 from tests.vmquery import export
 
 ALLOWED = bytes.fromhex("0A1B2C3D4E")  # canary UIDs: none of their spellings may appear outside the driver
@@ -36,45 +30,8 @@ def spellings(uid: bytes) -> set[str]:
     return {f for f in forms if len(f) >= 6}
 
 
-async def wait_async(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path) -> Iterator[Path]:
-    log_path = tmp_path / "ingest.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-cards",
-                                 "--broker", mosquitto.url, "--store-url", victoria.url], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=REPO)
-    yield log_path
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture
-def central_key(tmp_path: Path) -> Path:
-    out = tmp_path / "central" / "cmd"
-    out.parent.mkdir()
-    subprocess.run([sys.executable, "-m", "gateway.cli_commands", "keygen", "--out", str(out)], check=True,
-                   capture_output=True, cwd=REPO)
-    return out
-
-
 def send(broker: Mosquitto, key: Path, name: str, args: dict) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli_commands", "send", "--key", f"{key}.pem", "--broker", broker.url,
-         "--school", "card-school", "--gateway", "gw-cards", "--name", name, "--args", json.dumps(args),
-         "--ttl", "120", "--timeout", "15"], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return send_command(broker.url, key, "card-school", "gw-cards", name, args)
 
 
 def gateway_config(tmp_path: Path, broker: Mosquitto, key: Path) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,7 @@ import pytest
 
 from simulators.modbus import ModbusSimulator, SimulatorThread
 from simulators.servers import Mosquitto, VictoriaMetrics
-from tests.helpers import REPO, Collector, GatewayProcess, outbox_state, wait_for
+from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
 from tests.vmquery import export
 
 UNITS = {1: "lab-th", 2: "co2-ndir", 3: "ph-meter"}
@@ -29,20 +27,6 @@ def modbus() -> Iterator[ModbusSimulator]:
             sim.set_value(unit, name, value)
     with SimulatorThread(sim):
         yield sim
-
-
-@pytest.fixture
-def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
-           request: pytest.FixtureRequest) -> Iterator[subprocess.Popen]:
-    group = getattr(request, "param", "edugate-ingest")
-    log = (tmp_path / "ingest.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-e2e",
-                             "--broker", mosquitto.url, "--store-url", victoria.url, "--group", group], stdout=log,
-                            stderr=subprocess.STDOUT, cwd=REPO)
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
 
 
 def gateway_config(broker: Mosquitto, sim: ModbusSimulator, poll_s: float = 0.1) -> dict:

@@ -1,0 +1,69 @@
+"""The bus profile end to end: GPS NMEA and a card reader on real ptys -> gateway -> broker -> store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.privacy import Pseudonymizer, load_or_create_key
+from simulators.em4100 import EM4100Simulator
+from simulators.gps_nmea import HCMC_ROUTE, GpsSimulator
+from tests.helpers import Collector, GatewayProcess, send_command, wait_async
+from tests.vmquery import export
+
+ALICE, BOB = bytes.fromhex("0A0000AA01"), bytes.fromhex("0A0000BB02")
+
+
+async def test_boarding_alighting_with_position_and_the_left_onboard_alert(
+        mosquitto, victoria, ingest, central_key, tmp_path: Path) -> None:
+    (tmp_path / "gw").mkdir()
+    pseudonym = Pseudonymizer(load_or_create_key(tmp_path / "gw" / "school.key"))
+    collector = Collector(mosquitto.port).start()
+    cfg = {
+        "school": "card-school", "gateway": "gw-cards",  # the names send() signs for
+        "uplink": {"port": mosquitto.port, "health_interval_s": 3600},
+        "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
+        "bus": {"route_end_times": []},
+        "devices": [
+            {"id": "bus-gps", "driver": "gps-nmea", "room": "bus-07", "serial_port": str(tmp_path / "ttyGPS"),
+             "interval_s": 0.5},
+            {"id": "bus-door", "driver": "em4100", "room": "bus-07", "role": "bus", "direction": "both",
+             "port": str(tmp_path / "ttyDOOR"), "debounce_s": 0.3},
+        ],
+    }
+    async with GpsSimulator(tmp_path / "ttyGPS", period_s=0.2, speed_kmh=40), \
+            EM4100Simulator(tmp_path / "ttyDOOR") as door:
+        gw = GatewayProcess(tmp_path / "gw", cfg).start()
+        await wait_async(lambda: [r for r in collector.records["telemetry"]
+                                  if r["device"] == "bus-gps" and r["values"].get("fix") == 1], 20, "a GPS fix")
+        door.tap(ALICE)
+        await asyncio.sleep(0.5)
+        door.tap(BOB)
+        await asyncio.sleep(0.5)
+        door.tap(ALICE)  # Alice gets off; Bob stays on the bus
+        await wait_async(lambda: len(collector.records["event"]) >= 3, 20, "three taps")
+        answer = send_command(mosquitto.url, central_key, "card-school", "gw-cards", "bus.end_route", {})
+        assert answer["status"] == "ok" and answer["result"] == {"left_onboard": 1}
+        await wait_async(lambda: any(e["type"] == "bus_route_end" for e in collector.records["event"]), 20,
+                         "the route summary")
+        assert gw.stop() == 0
+    events = sorted(collector.records["event"], key=lambda e: e["seq"])
+    taps = [(e["data"]["card"], e["data"]["action"]) for e in events if e["type"] == "card_tap"]
+    assert taps == [(pseudonym(ALICE), "board"), (pseudonym(BOB), "board"), (pseudonym(ALICE), "alight")]
+    lats = [lat for lat, _ in HCMC_ROUTE]
+    lons = [lon for _, lon in HCMC_ROUTE]
+    for e in events[:3]:
+        assert min(lats) - 0.01 <= e["data"]["lat"] <= max(lats) + 0.01
+        assert min(lons) - 0.01 <= e["data"]["lon"] <= max(lons) + 0.01
+    [alert] = [e for e in events if e["type"] == "bus_left_onboard"]
+    assert alert["data"]["card"] == pseudonym(BOB) and alert["data"]["alert"] is True
+    [summary] = [e for e in events if e["type"] == "bus_route_end"]
+    assert summary["data"] | {} == {"reason": "command", "left_onboard": 1, "boarded": 2, "alighted": 1}
+
+    def alert_stored() -> list | None:
+        series = export(victoria.url, '{__name__="edugate_event_count",type="bus_left_onboard"}')
+        return series or None
+
+    [series] = await wait_async(alert_stored, 20, "the alert in VictoriaMetrics")
+    assert series["metric"]["alert"] == "true" and series["metric"]["room"] == "bus-07"
+    collector.stop()
