@@ -72,3 +72,8 @@ def test_json_schema_describes_every_driver() -> None:
         assert f'"const": "{name}"' in text or f'"enum": ["{name}"]' in text
     assert schema["properties"]["uplink"]
     assert schema["additionalProperties"] is False
+
+
+def test_shipped_json_schema_is_up_to_date() -> None:
+    shipped = json.loads((REPO / "config" / "edugate.schema.json").read_text())
+    assert shipped == json.loads(json.dumps(json_schema())), "run: edugate schema -o config/edugate.schema.json"
