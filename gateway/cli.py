@@ -110,10 +110,12 @@ def _register_optional() -> None:
         return
     app.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
     from gateway.cli_commands import register as register_command_tools
+    from gateway.cli_events import events
     from gateway.cli_privacy import pseudonym
 
     register_command_tools(app)
     app.command()(pseudonym)
+    app.command()(events)
 
 
 _register_optional()

@@ -90,6 +90,9 @@ def ingest(
     batch_ms: Annotated[int, typer.Option("--batch-ms", min=0, help="Wait this long for a batch to fill.")] = 50,
     queue_mb: Annotated[int, typer.Option("--queue-mb", min=1, help="In-memory queue bound (MiB); when full, "
                                           "reading from the broker pauses.")] = 64,
+    events_db: Annotated[Path | None, typer.Option("--events-db", help="Also keep every event record (taps, "
+                                                   "alarms, summaries) in this SQLite file; query with "
+                                                   "'edugate events'.")] = None,
     stats_file: Annotated[Path | None, typer.Option("--stats-file", help="Write counters and the fleet table "
                                                     "here (JSON), see --stats-interval.")] = None,
     stats_interval: Annotated[float, typer.Option("--stats-interval", min=0.01, help="Seconds between two "
@@ -118,7 +121,8 @@ def ingest(
             username=username, password=_read_secret(password_file, "password"),
             tls=tls or ca_file is not None, tls_ca_file=ca_file,
             batch_lines=batch_lines, batch_ms=batch_ms, queue_bytes=queue_mb * 1024 * 1024,
-            stats_file=stats_file, stats_interval_s=stats_interval, summary_interval_s=summary_interval,
+            stats_file=stats_file, events_db=events_db, stats_interval_s=stats_interval,
+            summary_interval_s=summary_interval,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

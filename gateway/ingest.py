@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from gateway.eventstore import EventStore
 from gateway.fleet import FleetTable, InvalidState, parse_state
 from gateway.ingest_lineproto import TOPIC_ROOT, InvalidTopic, LineEncoder, parse_topic, state_line
 
@@ -79,6 +81,7 @@ class IngestConfig:
     summary_interval_s: float = 10.0
     stats_file: Path | None = None
     stats_interval_s: float = 1.0
+    events_db: Path | None = None  # also keep every event record in this SQLite file (gateway/eventstore.py)
 
     def __post_init__(self) -> None:
         if not self.client_id or len(self.client_id) > 128 or any(c in self.client_id for c in "/+#"):
@@ -120,6 +123,8 @@ class IngestStats:
     records_unsynced: int = 0
     values_invalid: int = 0
     values_ignored: int = 0  # strings: allowed on the wire, not stored
+    events_stored: int = 0  # new rows in the event log (--events-db)
+    events_store_errors: int = 0
     lines_written: int = 0
     points_written: int = 0
     writes: int = 0
@@ -256,6 +261,7 @@ class IngestWorker:
         self._influx = InfluxDBClient(url=cfg.store_url, token=cfg.store_token, org=cfg.org,
                                       timeout=int(cfg.store_timeout_s * 1000))
         self._write_api = self._influx.write_api(write_options=SYNCHRONOUS)
+        self.events = EventStore(cfg.events_db) if cfg.events_db else None
         self._client = self._make_client()
         self._summary_base: dict[str, Any] = self.stats.as_dict()
         self._next_summary = time.monotonic() + cfg.summary_interval_s
@@ -416,6 +422,13 @@ class IngestWorker:
             batch.add(msg, lines, len(lines))
             return
         conv = self._encoder.convert(msg.payload, topic, int(time.time() * 1000))
+        if self.events is not None and topic.kind == "event" and not conv.payload_invalid:
+            try:  # idempotent on (school, gateway, seq): a redelivered message adds nothing
+                self.stats.events_stored += self.events.add_payload(topic.school, topic.gateway, msg.payload)
+            except sqlite3.Error as exc:
+                self.stats.events_store_errors += 1
+                log.error("%s: event log %s: %s (the counts still go to the store)", msg.topic,
+                          self.cfg.events_db, exc)
         stats = self.stats
         stats.records += conv.records
         stats.records_invalid += conv.invalid_records

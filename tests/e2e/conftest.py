@@ -17,12 +17,13 @@ from tests.helpers import REPO
 def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
            request: pytest.FixtureRequest) -> Iterator[Path]:
     """An ``edugate ingest`` worker subprocess (shared group by default; parametrize with '' for a plain
-    subscription); yields the path of its log."""
+    subscription) that also keeps the event log ``events.sqlite``; yields the path of its log."""
     group = getattr(request, "param", "edugate-ingest")
     log_path = tmp_path / "ingest.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-e2e",
-                                 "--broker", mosquitto.url, "--store-url", victoria.url, "--group", group],
+                                 "--broker", mosquitto.url, "--store-url", victoria.url, "--group", group,
+                                 "--events-db", str(tmp_path / "events.sqlite")],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     yield log_path
     proc.terminate()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from gateway.privacy import Pseudonymizer, load_or_create_key
@@ -66,4 +69,11 @@ async def test_boarding_alighting_with_position_and_the_left_onboard_alert(
 
     [series] = await wait_async(alert_stored, 20, "the alert in VictoriaMetrics")
     assert series["metric"]["alert"] == "true" and series["metric"]["room"] == "bus-07"
+    # central ops find who was left on board in the event log (the pseudonym; the school re-identifies it)
+    argv = [sys.executable, "-m", "gateway.cli", "events", "--db", str(tmp_path / "events.sqlite"),
+            "--type", "bus_left_onboard", "--since", "1h"]
+    result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    [logged] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert logged["data"]["card"] == pseudonym(BOB) and logged["gateway"] == "gw-cards" and logged["room"] == "bus-07"
     collector.stop()
