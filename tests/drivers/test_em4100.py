@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from drivers.base import DeviceState, DriverContext
 from drivers.card_reader import CardReaderDriver
 from drivers.em4100 import BadFrame, EM4100Config, EM4100Decoder, EM4100Driver
 from gateway.privacy import Pseudonymizer
-from gateway.records import Event, Item
+from gateway.records import Event
 from simulators.em4100 import EM4100Simulator, encode_frame
+from tests.drivers.fakes import FakeEmit, until
 
 PSEUDONYMIZE = Pseudonymizer(bytes(range(32)))
 CARD = bytes.fromhex("0A1B2C3D4E")
@@ -35,38 +36,6 @@ UIDS = (CARD, OTHER, THIRD)
 
 
 # ---------------------------------------------------------------- helpers (the PN532 tests use them too)
-
-
-class Taps:
-    """A fake ``emit``: keeps every event, answers like the outbox (a committed record, maybe a decision)."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.decision: str | None = None
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-
-    async def __call__(self, item: Item) -> dict[str, Any]:
-        assert isinstance(item, Event), item
-        self.events.append(item)
-        self._queue.put_nowait(item)
-        data = dict(item.data)
-        if self.decision is not None:
-            data["decision"] = self.decision
-        return {"seq": len(self.events), "data": data}
-
-    async def next(self, within_s: float = 5.0) -> Event:
-        async with asyncio.timeout(within_s):
-            return await self._queue.get()
-
-
-async def until(condition: Callable[[], bool], what: str, within_s: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (checked every 10 ms), or fail naming ``what``."""
-    try:
-        async with asyncio.timeout(within_s):
-            while not condition():  # noqa: ASYNC110 - driver health has no change notification to await
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
 
 
 def uid_spellings(uid: bytes) -> list[str]:
@@ -94,7 +63,7 @@ def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> 
 
 
 @contextlib.asynccontextmanager
-async def running(driver: CardReaderDriver[Any], taps: Taps) -> AsyncIterator[asyncio.Task[None]]:
+async def running(driver: CardReaderDriver[Any], taps: FakeEmit) -> AsyncIterator[asyncio.Task[None]]:
     """Run the driver as the gateway would, and stop it (cancel, close) afterwards."""
     driver.ctx = DriverContext(pseudonymize=PSEUDONYMIZE)
     task = asyncio.create_task(driver.run(taps), name=f"driver-{driver.device_id}")
@@ -172,7 +141,7 @@ def test_config_defaults_and_errors() -> None:
 class Rig:
     sim: EM4100Simulator
     driver: EM4100Driver
-    taps: Taps
+    taps: FakeEmit
 
     async def online(self) -> None:
         await until(lambda: self.driver.health.state == DeviceState.ONLINE, "the reader to be online")
@@ -195,7 +164,7 @@ async def rig(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator
     caplog.set_level(logging.DEBUG)
     async with EM4100Simulator(tmp_path / "ttyRFID", repeat_interval_s=0.03) as sim:
         driver = make_driver(sim.link)
-        taps = Taps()
+        taps = FakeEmit()
         async with running(driver, taps):
             r = Rig(sim, driver, taps)
             await r.online()
@@ -299,7 +268,7 @@ async def test_a_reader_missing_at_start_is_offline_until_plugged(tmp_path: Path
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     sim = EM4100Simulator(tmp_path / "ttyRFID", framing="crlf")
-    driver, taps = make_driver(sim.link), Taps()
+    driver, taps = make_driver(sim.link), FakeEmit()
     async with running(driver, taps):
         await until(lambda: driver.health.state == DeviceState.OFFLINE, "the missing reader to be offline")
         assert "cannot open the serial port: no such serial port" in (driver.health.last_error or "")
@@ -314,7 +283,7 @@ async def test_a_reader_missing_at_start_is_offline_until_plugged(tmp_path: Path
 @pytest.mark.parametrize("framing", ["crlf", "id12"])
 async def test_readers_with_cr_lf(tmp_path: Path, framing: str) -> None:
     async with EM4100Simulator(tmp_path / "ttyRFID", framing=framing) as sim:  # type: ignore[arg-type]
-        driver, taps = make_driver(sim.link), Taps()
+        driver, taps = make_driver(sim.link), FakeEmit()
         async with running(driver, taps):
             await until(lambda: driver.health.state == DeviceState.ONLINE, "the reader to be online")
             sim.tap(CARD, repeats=3)

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ import pytest
 from drivers.base import DeviceState
 from drivers.gps_nmea import BadSentence, GpsNmeaConfig, GpsNmeaDriver, GpsState, NmeaParser, parse_sentence
 from drivers.registry import driver_class
-from gateway.records import Item, Reading
 from simulators.gps_nmea import GpsSimulator, Route, nmea_lat, nmea_lon, sentence
+from tests.drivers.fakes import FakeEmit, until
 
 PERIOD = 0.02  # real seconds per simulated GPS second
 INTERVAL = 0.2
@@ -109,35 +109,6 @@ def test_registered_as_gps_nmea() -> None:
 
 
 # ---------------------------------------------------------------- the driver over a pty
-
-
-class FakeEmit:
-    """A fake ``emit`` keeping (loop time, reading)."""
-
-    def __init__(self) -> None:
-        self.readings: list[tuple[float, Reading]] = []
-        self._queue: asyncio.Queue[Reading] = asyncio.Queue()
-
-    async def __call__(self, item: Item) -> dict[str, Any]:
-        assert isinstance(item, Reading)
-        self.readings.append((asyncio.get_running_loop().time(), item))
-        self._queue.put_nowait(item)
-        return {"seq": len(self.readings), "data": {}}
-
-    async def next(self, within_s: float = 5.0) -> Reading:
-        async with asyncio.timeout(within_s):
-            return await self._queue.get()
-
-    def fresh(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()
-
-
-async def until(predicate: Callable[[], Any], within_s: float = 5.0) -> None:
-    """Wait for a condition on driver state (health has no event to await), polling every 5 ms."""
-    async with asyncio.timeout(within_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

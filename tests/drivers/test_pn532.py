@@ -22,7 +22,8 @@ from drivers.base import DeviceState
 from drivers.pn532 import PN532Config, PN532Driver
 from gateway.records import Event
 from simulators.pn532 import Fault, PN532Simulator
-from tests.drivers.test_em4100 import PSEUDONYMIZE, Taps, assert_no_uid_logged, messages, running, until
+from tests.drivers.fakes import FakeEmit, until
+from tests.drivers.test_em4100 import PSEUDONYMIZE, assert_no_uid_logged, messages, running
 
 UID4 = bytes.fromhex("A1B2C3D4")
 UID7 = bytes.fromhex("04112233445566")
@@ -45,7 +46,7 @@ def test_config_defaults_and_errors() -> None:
 class Rig:
     sim: PN532Simulator
     driver: PN532Driver
-    taps: Taps
+    taps: FakeEmit
 
     async def online(self) -> None:
         await until(lambda: self.driver.health.state == DeviceState.ONLINE, "the reader to be online")
@@ -73,7 +74,7 @@ async def rig(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator
     caplog.set_level(logging.DEBUG)
     async with PN532Simulator(tmp_path / "ttyNFC") as sim:
         driver = make_driver(sim.link)
-        taps = Taps()
+        taps = FakeEmit()
         async with running(driver, taps):
             r = Rig(sim, driver, taps)
             await r.online()
@@ -219,7 +220,7 @@ async def test_a_pn532_that_never_answers_is_offline_with_a_hint(tmp_path: Path,
     caplog.set_level(logging.DEBUG)
     async with PN532Simulator(tmp_path / "ttyNFC") as sim:
         sim.inject(Fault.SILENCE, count=None)  # wrong mode switches, TX/RX swapped...
-        driver, taps = make_driver(sim.link), Taps()
+        driver, taps = make_driver(sim.link), FakeEmit()
         async with running(driver, taps):
             await until(lambda: driver.health.state == DeviceState.OFFLINE, "the reader to be offline")
             error = driver.health.last_error or ""

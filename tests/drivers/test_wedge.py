@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,42 +21,15 @@ from drivers.base import DeviceState, DriverContext
 from drivers.registry import driver_class
 from drivers.wedge import BadRead, KeyDecoder, WedgeConfig, WedgeDriver, interpret
 from gateway.privacy import Pseudonymizer
-from gateway.records import Event, Item
+from gateway.records import Event
 from simulators.wedge import FakeKeyboard, press_events, typing_events
+from tests.drivers.fakes import FakeEmit, until
 
 KEY = bytes(range(32))
 PSEUDO = Pseudonymizer(KEY)
 PATH = "/dev/input/by-id/usb-ACME_RFID_Reader-event-kbd"
 UID_HEX = "04A22B1C"
 UID = bytes.fromhex(UID_HEX)
-
-
-class FakeEmit:
-    """A fake ``emit``: keeps every item, answers like the pipeline (the committed record)."""
-
-    def __init__(self) -> None:
-        self.items: list[Item] = []
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
-
-    async def __call__(self, item: Item) -> dict[str, Any]:
-        self.items.append(item)
-        self._queue.put_nowait(item)
-        data = dict(item.data) if isinstance(item, Event) else {}
-        return {"seq": len(self.items), "data": data}
-
-    async def next(self, within_s: float = 5.0) -> Item:
-        async with asyncio.timeout(within_s):
-            return await self._queue.get()
-
-    def taps(self) -> list[Event]:
-        return [i for i in self.items if isinstance(i, Event) and i.type == "card_tap"]
-
-
-async def until(predicate: Callable[[], Any], within_s: float = 5.0) -> None:
-    """Wait for a condition on driver state (health counters have no event to await), polling every 5 ms."""
-    async with asyncio.timeout(within_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 def config(**options: Any) -> WedgeConfig:

@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,50 +19,15 @@ from drivers.base import DeviceState, DriverContext
 from drivers.registry import driver_class
 from drivers.wiegand import GpiodEdgeSource, WiegandConfig, WiegandDriver
 from gateway.privacy import Pseudonymizer
-from gateway.records import Event, Item
+from gateway.records import Event
 from simulators.wiegand import FakeGpioOutput, FakeWiegandReader
+from tests.drivers.fakes import FakeEmit, until
 
 KEY = bytes(range(32, 64))
 PSEUDO = Pseudonymizer(KEY)
 LED, BEEPER = 22, 23
 FACILITY, NUMBER = 42, 31337
 UID = bytes([FACILITY]) + NUMBER.to_bytes(2, "big")
-
-
-class FakeEmit:
-    """A fake ``emit`` that takes ``delay_s`` to make a record durable and notes when it returned."""
-
-    def __init__(self, *, delay_s: float = 0.0, decision: str | None = None) -> None:
-        self.items: list[Item] = []
-        self.returned_at: list[float] = []
-        self.delay_s = delay_s
-        self.decision = decision
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
-
-    async def __call__(self, item: Item) -> dict[str, Any]:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)  # the outbox commit
-        self.items.append(item)
-        data = dict(item.data) if isinstance(item, Event) else {}
-        if self.decision:
-            data["decision"] = self.decision
-        self.returned_at.append(time.monotonic())
-        self._queue.put_nowait(item)
-        return {"seq": len(self.items), "data": data}
-
-    async def next(self, within_s: float = 5.0) -> Item:
-        async with asyncio.timeout(within_s):
-            return await self._queue.get()
-
-    def taps(self) -> list[Event]:
-        return [i for i in self.items if isinstance(i, Event) and i.type == "card_tap"]
-
-
-async def until(predicate: Callable[[], Any], within_s: float = 5.0) -> None:
-    """Wait for a condition on driver state (health counters have no event to await), polling every 5 ms."""
-    async with asyncio.timeout(within_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 def config(**options: Any) -> WiegandConfig:
