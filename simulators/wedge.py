@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from drivers import evdev_keys as keys
 from drivers.wedge import InputEvent
+from simulators.fake_device import PluggableDevice
 
 _CODES: dict[str, tuple[int, bool]] = {
     **{ch: (code, False) for ch, code in keys.DIGIT_KEYS.items()},
@@ -99,15 +100,12 @@ class FakeEventSource:
         self._keyboard._closed(self)
 
 
-class FakeKeyboard:
+class FakeKeyboard(PluggableDevice["FakeEventSource"]):
     """The reader and its device node. ``open`` is the driver's ``source_factory``."""
 
     def __init__(self, path: str = "/dev/input/by-id/usb-EduGate_Fake_Reader-event-kbd") -> None:
+        super().__init__()
         self.path = path
-        self.plugged = True
-        self.opens = 0  # successful opens so far
-        self._open: list[FakeEventSource] = []
-        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ the kernel side
 
@@ -115,30 +113,7 @@ class FakeKeyboard:
         """Open the device node like ``InputDevice(path)``: ENOENT when the path is wrong or unplugged."""
         if path != self.path or not self.plugged:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
-        source = FakeEventSource(self)
-        self._open.append(source)
-        self.opens += 1
-        self._wake()
-        return source
-
-    def _closed(self, source: FakeEventSource) -> None:
-        if source in self._open:
-            self._open.remove(source)
-            self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._open)
-
-    async def wait_open(self, *, opens: int = 1, within_s: float = 5.0) -> None:
-        """Wait until the device is open and has been opened at least ``opens`` times in all."""
-        async with asyncio.timeout(within_s):
-            while not (self._open and self.opens >= opens):
-                await self._changed.wait()
+        return self._attach(FakeEventSource(self))
 
     # ------------------------------------------------------------ the reader side
 
@@ -157,12 +132,3 @@ class FakeKeyboard:
         """Press and release raw keys (for garbled sequences)."""
         self.send(press_events(*codes))
 
-    def unplug(self) -> None:
-        """Pull the USB plug: reads fail with ENODEV, the device node disappears."""
-        self.plugged = False
-        for source in list(self._open):
-            source.put(OSError(errno.ENODEV, "No such device"))
-
-    def plug(self) -> None:
-        """Plug it back in: the same by-id path opens again."""
-        self.plugged = True

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drivers.wiegand_codec import Edge, encode, encode26
+from simulators.fake_device import PluggableDevice
 
 PULSE_NS = 50_000
 INTERVAL_NS = 2_000_000
@@ -82,19 +83,16 @@ class FakeEdgeSource:
         self._reader._closed(self)
 
 
-class FakeWiegandReader:
+class FakeWiegandReader(PluggableDevice["FakeEdgeSource"]):
     """A Wiegand reader on a fake GPIO chip. ``open`` is the driver's ``edge_source_factory``."""
 
     def __init__(self, *, pulse_ns: int = PULSE_NS, interval_ns: int = INTERVAL_NS, pause_ns: int = PAUSE_NS,
                  seed: int = 1) -> None:
+        super().__init__()
         self.pulse_ns = pulse_ns
         self.interval_ns = interval_ns
         self.pause_ns = pause_ns
         self._quiet_from = 0  # end of the last frame sent (monotonic ns)
-        self.plugged = True
-        self.opens = 0
-        self._open: list[FakeEdgeSource] = []
-        self._changed = asyncio.Event()
         self._rng = random.Random(seed)
 
     # ------------------------------------------------------------ the kernel side
@@ -103,38 +101,7 @@ class FakeWiegandReader:
         """Request the D0/D1 lines like ``gpiod.request_lines``; ENOENT when the chip is unplugged."""
         if not self.plugged:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", cfg.chip)
-        source = FakeEdgeSource(self, both_edges=bool(cfg.check_pulse_width))
-        self._open.append(source)
-        self.opens += 1
-        self._wake()
-        return source
-
-    def _closed(self, source: FakeEdgeSource) -> None:
-        if source in self._open:
-            self._open.remove(source)
-            self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._open)
-
-    async def wait_open(self, *, opens: int = 1, within_s: float = 5.0) -> None:
-        async with asyncio.timeout(within_s):
-            while not (self._open and self.opens >= opens):
-                await self._changed.wait()
-
-    def unplug(self) -> None:
-        """The chip disappears (a USB GPIO expander pulled): reads fail with ENODEV."""
-        self.plugged = False
-        for source in list(self._open):
-            source.put(OSError(errno.ENODEV, "No such device"))
-
-    def plug(self) -> None:
-        self.plugged = True
+        return self._attach(FakeEdgeSource(self, both_edges=bool(cfg.check_pulse_width)))
 
     # ------------------------------------------------------------ the reader side
 
