@@ -114,8 +114,14 @@ def _register_optional() -> None:
     from gateway.cli_privacy import pseudonym
 
     register_command_tools(app)
+    from gateway.web.cli import register as register_web  # web-user, central (issue 5)
+
+    register_web(app)
     app.command()(pseudonym)
     app.command()(events)
+    from gateway.cli_library import library_report
+
+    app.command(name="library-report")(library_report)
 
 
 _register_optional()

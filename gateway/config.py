@@ -21,6 +21,7 @@ from drivers.registry import broken_drivers, driver_classes
 from gateway.attendance import TimetableConfig
 from gateway.bus import BusConfig
 from gateway.commands import DownlinkConfig
+from gateway.web.config import WebConfig
 
 SCHEMA_VERSION = 1
 
@@ -100,6 +101,7 @@ class GatewayConfigBase(StrictModel):
     timetable: TimetableConfig | None = Field(None, description="Periods for attendance; none = no attendance.")
     access: AccessConfig = Field(default_factory=AccessConfig)
     bus: BusConfig | None = Field(None, description="School bus routes (a bus gateway).")
+    web: WebConfig = Field(default_factory=WebConfig, description="The local status and live-readings pages.")
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -118,6 +120,7 @@ class GatewayConfigBase(StrictModel):
             if dev.id in seen:
                 raise ValueError(f"duplicate device id {dev.id!r} (devices[{seen[dev.id]}] and devices[{i}])")
             seen[dev.id] = i
+        self.web.check_devices(set(seen))
         return self
 
 
@@ -314,4 +317,5 @@ def _resolve_relative_paths(cfg: GatewayConfigBase, base: Path) -> GatewayConfig
     if not cfg.privacy.secret_file.is_absolute():
         updates["privacy"] = cfg.privacy.model_copy(update={"secret_file": (base / cfg.privacy.secret_file).resolve()})
     updates["downlink"] = cfg.downlink.resolved(base)
+    updates["web"] = cfg.web.resolved(base)
     return cfg.model_copy(update=updates)

@@ -32,6 +32,8 @@ from gateway.cli_commands import Broker, send_envelope, write_keypair
 from gateway.commands import load_private_key, sign_command
 from gateway.config import load_config
 from gateway.privacy import Pseudonymizer, load_or_create_key
+from gateway.web.demo import DemoPages
+from simulators.library_demo import start_library
 from simulators.modbus import ModbusSimulator, SimulatorThread
 from simulators.servers import Mosquitto, VictoriaMetrics, free_port
 from simulators.students import StudentFlow
@@ -51,12 +53,14 @@ class DemoSchool:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     gateway_config: Path = field(init=False)
     students: StudentFlow | None = None
+    library_processes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(self.workdir / "mosquitto")
         self.store = VictoriaMetrics(self.workdir / "victoria-metrics")
         self.gateway_config = self.workdir / "gateway.yaml"
+        self.pages = DemoPages(self.workdir)  # web pages: gateway, other schools, central (gateway/web/demo.py)
 
     def start(self) -> None:
         self.broker.start()
@@ -72,14 +76,18 @@ class DemoSchool:
         self.central_key, public_key, _ = write_keypair(self.workdir / "central-cmd", force=True)
         raw["downlink"] = {"enabled": True, "public_keys": [str(public_key)]}
         self._start_students(raw)
+        self.library_processes = start_library(raw, self.workdir, self._spawn)
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
                 dev["port"] = port_map[(dev["host"], dev["port"])]
+        self.pages.configure_gateway(raw)
         self.gateway_config.write_text(yaml.safe_dump(raw, sort_keys=False))
         load_config(self.gateway_config)  # fail here, clearly, if the rewrite broke anything
         self._spawn("ingest", [sys.executable, "-m", "gateway.cli_ingest", "--client-id", "demo-ingest-1",
                                "--broker", self.broker.url, "--store-url", self.store.url])
         self._spawn("gateway", [sys.executable, "-m", "gateway.cli", "run", str(self.gateway_config)])
+        for name, argv in self.pages.processes(self.broker.port, self.broker.url, self.store.url).items():
+            self._spawn(name, argv)
 
     def _start_simulators(self, raw: dict[str, Any]) -> dict[tuple[str, int], int]:
         endpoints: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
@@ -137,7 +145,8 @@ class DemoSchool:
                 raise RuntimeError(f"the demo's {name} exited with code {proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        for name in ("gateway", "ingest"):
+        self.pages.stop(self.processes)
+        for name in ("gateway", "ingest", *self.library_processes):
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -183,6 +192,17 @@ class DemoSchool:
             f'edugate_gateway_online{{school="{self.school}"}}')}
         return latest, counts, online
 
+    def library(self) -> dict[str, float]:
+        """The library's last hour as central sees it: visitors, loans, returns, gate alarms."""
+        out: dict[str, float] = {}
+        for name in ("visitors_in", "visitors_out"):
+            for s in self.query(f'sum(sum_over_time(edugate_{name}{{school="{self.school}"}}[1h]))'):
+                out[name] = float(s["value"][1])
+        for s in self.query(f'sum by (type) (count_over_time(edugate_event_count{{school="{self.school}",'
+                            f'type=~"library_loan|library_return|gate_alarm"}}[1h]))'):
+            out[s["metric"]["type"].removeprefix("library_")] = float(s["value"][1])
+        return out
+
     def taps(self) -> dict[str, float]:
         """Card taps stored centrally in the last hour, by reader role and door decision."""
         out: dict[str, float] = {}
@@ -212,6 +232,8 @@ def _render(demo: DemoSchool, started: float) -> Group:
         Text(f"gateways: {gw}    running for {time.time() - started:.0f} s    (Ctrl-C to stop)"),
         table,
         Text(f"card taps stored centrally (last hour, as pseudonyms): {taps}"),
+        Text("library (last hour): " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(demo.library().items()))
+                                        or "nothing yet")),
         Text(f"broker {demo.broker.url}   store UI {demo.store.url}/vmui   logs {demo.workdir}", style="dim"),
     )
 
@@ -232,6 +254,7 @@ def run_demo(duration: float | None, workdir: Path | None, refresh_s: float = 2.
         console.print(f"[bold]EduGate demo[/]: starting broker, store, simulators, ingest and gateway in {wd}")
         try:
             demo.start()
+            console.print(demo.pages.banner())
             started = time.time()
             answer = demo.push_allowlist_when_online()
             console.print(f"central pushed the lab door's allow-list (signed command): {answer.get('status')}")

@@ -54,6 +54,8 @@ class Pipeline:
     models: list[Stage] = field(default_factory=list)
     rules: list[Stage] = field(default_factory=list)
     stats: PipelineStats = field(default_factory=PipelineStats)
+    observers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    """Called with every committed record, on the event loop (the web pages' live data); must not block."""
 
     async def submit(self, item: Item) -> dict[str, Any] | None:
         """Run ``item`` through every stage and commit it; return the committed record (None if dropped)."""
@@ -70,6 +72,11 @@ class Pipeline:
                 return None
         await self.outbox.put(kind, record)  # sets record["seq"]
         self.stats.accepted += 1
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # an observer's bug must not fail a record that is already durable
+                log.exception("record observer %r failed", observer)
         return record
 
     def _validate_and_enrich(self, item: Item) -> tuple[Kind, dict[str, Any]]:

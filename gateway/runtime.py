@@ -77,14 +77,16 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._keep_running("uplink", self.uplink.run), name="uplink")
                 tg.create_task(self._health_loop(), name="health")
+                if cfg.web.enabled:  # the local pages (gateway/web), served on this loop
+                    from gateway.web.serve import serve_gateway_web
+                    tg.create_task(self._keep_running("web", partial(serve_gateway_web, self)), name="web")
                 for service in self.services:
                     tg.create_task(self._keep_running(service.name, partial(service.run, self.emit)),
                                    name=f"service:{service.name}")
-                for device_id, driver in self.drivers.items():
-                    tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
+                driver_tasks = [tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
+                                for device_id, driver in self.drivers.items()]
                 await self._stop.wait()
-                for driver in self.drivers.values():  # no new records while saying goodbye
-                    await driver.close()
+                await self._stop_drivers(driver_tasks)  # no new records while saying goodbye
                 await self.uplink.shutdown()  # "offline, shutdown" while the connection is still up
                 raise _Stopping
         except* _Stopping:
@@ -94,6 +96,28 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _stop_drivers(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel the driver tasks, wait until they have ended, then let the drivers close their ports.
+
+        In that order: closing a shared Modbus connection under a running poll only makes the
+        driver open a new one. And a cancellation can be lost on Python 3.11 (``asyncio.wait_for``,
+        which pymodbus uses, returns a response that completes in the same loop iteration and
+        swallows the CancelledError), so a task still running is cancelled again.
+        """
+        for _ in range(50):
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.2)
+        else:
+            log.error("driver tasks still running after repeated cancellation: %s",
+                      ", ".join(t.get_name() for t in tasks if not t.done()))
+        for driver in self.drivers.values():
+            with contextlib.suppress(Exception):
+                await driver.close()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

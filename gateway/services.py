@@ -69,4 +69,10 @@ def build_services(cfg: GatewayConfigBase) -> list[Service]:
         bus = cfg.bus or BusConfig()
         readers = list(by_role.get("bus", {})) or [d.id for d in devices][:1] or ["bus"]
         services.append(BusRoute(bus, cfg.timezone, bus.state_file or data_dir / "bus-onboard.json", readers))
+    # --- smart library (issue 7): the librarian's view of gates and self-check stations
+    from gateway.library import library_service
+
+    library = library_service(devices, cfg.timezone)
+    if library is not None:
+        services.append(library)
     return services

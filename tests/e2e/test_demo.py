@@ -25,6 +25,9 @@ def test_demo_school_reaches_central(tmp_path: Path) -> None:
         taps = wait_for(lambda: (t := demo.taps()) and "attendance" in t and any(k.startswith("door/") for k in t)
                         and t, 60, "attendance and door taps stored centrally", interval=1)
         assert sum(taps.values()) >= 2
+        library = wait_for(lambda: (lib := demo.library()).get("visitors_in") and lib.get("loan") and lib, 60,
+                           "library visitors and loans stored centrally", interval=1)
+        assert library["visitors_in"] >= 1
         latest, _, _ = demo.central_view()
         assert 300 <= latest["lab1-co2"]["co2"] <= 5000
         assert 0 <= latest["lab1-ph"]["ph"] <= 14
