@@ -118,12 +118,13 @@ class Uplink:
 
     def _on_disconnected(self, why: str) -> None:
         was = self.stats.connected
+        before = self.stats.last_error  # log "cannot reach" once per distinct reason, not on every retry
         self.stats.connected = False
         self.stats.last_error = why
         if was:
             self.stats.disconnects += 1
             log.warning("uplink lost the broker (%s); records stay in the outbox, reconnecting", why)
-        elif self.stats.connects == 0 and self.stats.last_error != why:
+        elif self.stats.connects == 0 and before != why:
             log.warning("uplink cannot reach the broker %s:%d: %s", self.cfg.uplink.host, self.cfg.uplink.port, why)
 
     async def _session(self, client: aiomqtt.Client) -> None:
