@@ -15,8 +15,6 @@ from typing import Annotated
 
 import typer
 
-from gateway.ingest import IngestConfig, IngestWorker
-
 BROKER_SCHEMES = {"mqtt": (1883, False), "tcp": (1883, False), "mqtts": (8883, True), "ssl": (8883, True)}
 
 
@@ -114,6 +112,8 @@ def ingest(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--store-url") from None
     try:
+        from gateway.ingest import IngestConfig, IngestWorker  # central only: keep it out of gateways
+
         cfg = IngestConfig(
             client_id=client_id, broker_host=broker_host or host, broker_port=broker_port or port,
             group=group, store_url=store, bucket=bucket, org=org,

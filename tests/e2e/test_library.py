@@ -9,7 +9,6 @@ ids in no log, outbox, MQTT message or stored series).
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -17,9 +16,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,24 +26,13 @@ from simulators.servers import Mosquitto, VictoriaMetrics
 from simulators.sip2 import SimItem, SimPatron, Sip2Simulator
 from simulators.station import GateSimulator, StationSimulator
 from tests.e2e.test_cards import spellings
-from tests.helpers import REPO, Collector, GatewayProcess, outbox_state
+from tests.helpers import REPO, Collector, GatewayProcess, outbox_state, wait_async
 from tests.vmquery import export
 
 SCHOOL = "library-school"
 CARD = bytes.fromhex("0A1B2C3D4E")  # canaries: none of these may leave the gateway
 PATRON, PATRON_NAME = "P7654321", "Nguyen Van Canary"
 BOOK, SHELF_BOOK, SECURED_BOOK = "30112000000017", "30112000000024", "30112000000031"
-
-
-async def wait_async(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
