@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from gateway.web.library_panel import LibraryPanel
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -73,6 +76,8 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
             "counters": ", ".join(f"{k} {v}" for k, v in sorted((d.get("counters") or {}).items())),
         })
     started = (status.get("started_at") or 0) / 1000 or None
+    services = status.get("services") or {}
+    library = services.get("library")  # a panel of its own (library_panel.py), not a row of JSON
     return {
         "school": status.get("school"), "gateway": status.get("gateway"), "district": status.get("district"),
         "name": status.get("name"), "version": status.get("version"),
@@ -96,9 +101,17 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
         "cpu": health.get("cpu_percent"), "rss": size(health.get("rss_bytes")),
         "devices": devices,
         "devices_online": sum(d["state"] == "online" for d in devices),
-        "services": [(name, _flat(info)) for name, info in sorted((status.get("services") or {}).items())],
+        "services": [(name, _flat(info)) for name, info in sorted(services.items())
+                     if not (name == "library" and isinstance(library, dict))],
+        "library": _library(library, tz, now, status.get("devices")) if isinstance(library, dict) else None,
         "time": local_time(now, tz),
     }
+
+
+def _library(info: dict[str, Any], tz: str, now: float, devices: Any) -> LibraryPanel:
+    from gateway.web.library_panel import library_view  # imported here: it uses this module's ago(), local_time()
+
+    return library_view(info, tz, now, devices if isinstance(devices, dict) else None)
 
 
 def _yes_no(value: Any) -> Any:
