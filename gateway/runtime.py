@@ -66,7 +66,8 @@ class Gateway:
     async def run(self) -> None:
         cfg = self.cfg
         self.outbox = await Outbox.open(cfg.storage.path, budget_bytes=int(cfg.storage.budget_mb * 1024 * 1024),
-                                        sync=cfg.storage.sync)
+                                        sync=cfg.storage.sync,
+                                        telemetry_commit_delay_s=cfg.storage.telemetry_commit_delay_ms / 1000)
         rooms = {dev.id: dev.room for dev in cfg.devices}
         self.pipeline = Pipeline(self.outbox, self.clock, rooms)
         self.pipeline.rules.extend(service.stage for service in self.services)

@@ -171,21 +171,35 @@ class Uplink:
         topics = {Kind.EVENT: topic(self.cfg, "event"), Kind.TELEMETRY: topic(self.cfg, "telemetry")}
         while True:
             await window.acquire()
-            batch: list[tuple[int, bytes]] = []
-            kind = Kind.EVENT
-            while not batch:
-                self.outbox.changed.clear()
-                for kind in (Kind.EVENT, Kind.TELEMETRY):  # events first: taps and alarms jump the queue
-                    batch = await self.outbox.fetch(kind, cursor[kind], up.batch_max_records, up.batch_max_bytes)
-                    if batch:
-                        break
-                if not batch:
-                    await self.outbox.changed.wait()
-                elif kind is Kind.TELEMETRY and len(batch) < up.batch_max_records and up.batch_linger_ms:
-                    await asyncio.sleep(up.batch_linger_ms / 1000)  # let a small batch fill up a little
-                    batch = await self.outbox.fetch(kind, cursor[kind], up.batch_max_records, up.batch_max_bytes)
+            kind, batch = await self._next_batch(cursor)
             cursor[kind] = batch[-1][0]
             tg.create_task(self._publish(client, topics[kind], kind, batch, window))
+
+    async def _next_batch(self, cursor: dict[Kind, int]) -> tuple[Kind, list[tuple[int, bytes]]]:
+        """The next batch to send: events first (taps and alarms jump the queue), then telemetry.
+
+        The outbox's ``newest`` seq per kind says whether anything is past the cursor, so the
+        (threaded) SQLite read only happens when it will return records. A telemetry batch that
+        cannot be full yet waits ``batch_linger_ms`` first, so that it is read once, not twice.
+        """
+        up = self.cfg.uplink
+        box = self.outbox
+        while True:
+            box.changed.clear()
+            for kind in (Kind.EVENT, Kind.TELEMETRY):
+                top = box.newest[kind]
+                if top <= cursor[kind]:
+                    continue
+                # seqs are shared by both kinds, so top - cursor is at least the number of records waiting
+                if kind is Kind.TELEMETRY and up.batch_linger_ms and top - cursor[kind] < up.batch_max_records:
+                    await asyncio.sleep(up.batch_linger_ms / 1000)
+                batch = await box.fetch(kind, cursor[kind], up.batch_max_records, up.batch_max_bytes)
+                if batch:
+                    return kind, batch
+                cursor[kind] = max(cursor[kind], top)  # the rows up to top were thinned away (disk budget)
+                break
+            else:
+                await box.changed.wait()
 
     async def _publish(self, client: aiomqtt.Client, topic_name: str, kind: Kind, batch: list[tuple[int, bytes]],
                        window: asyncio.Semaphore) -> None:

@@ -166,3 +166,49 @@ def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
     assert len(acknowledged) > 1000
     missing = acknowledged - stored
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+
+
+async def _staggered_puts(box: Outbox, n: int, gap_s: float) -> list[int]:
+    """``n`` producers, one reading each, started ``gap_s`` apart (polls finishing one after another)."""
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(box.put(Kind.TELEMETRY, telemetry(i))))
+        await asyncio.sleep(gap_s)
+    return list(await asyncio.gather(*tasks))
+
+
+async def test_telemetry_arriving_one_by_one_shares_commits(tmp_path: Path, monkeypatch) -> None:
+    # Scaled up 50x so that a loaded test machine cannot blur it: puts 5 ms apart, gap 50 ms.
+    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 0.05)
+    box = await Outbox.open(tmp_path / "w.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=2.0)
+    assert await _staggered_puts(box, 20, 0.005) == list(range(1, 21))
+    assert box.stats.commits <= 3, box.stats.as_dict()
+    await box.close()
+
+    no_wait = await Outbox.open(tmp_path / "n.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=0)
+    await _staggered_puts(no_wait, 20, 0.005)
+    assert no_wait.stats.commits >= 10, no_wait.stats.as_dict()  # each reading paid its own commit
+    await no_wait.close()
+
+
+async def test_an_event_never_waits_and_takes_waiting_telemetry_along(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
+    box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=30.0)
+    reading = asyncio.create_task(box.put(Kind.TELEMETRY, telemetry(1)))
+    await asyncio.sleep(0.1)
+    assert not reading.done()  # held for company
+    started = time.monotonic()
+    tap = await box.put(Kind.EVENT, event(2))
+    assert time.monotonic() - started < 5  # not the 30 s the telemetry could have waited
+    assert await reading == 1 and tap == 2
+    assert box.stats.commits == 1
+    await box.close()
+
+
+async def test_a_lone_reading_waits_at_most_the_configured_delay(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
+    box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=0.3)
+    started = time.monotonic()
+    assert await box.put(Kind.TELEMETRY, telemetry(1)) == 1
+    assert 0.25 <= time.monotonic() - started < 10
+    await box.close()
