@@ -70,7 +70,7 @@ def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="W
 @app.command()
 def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
     """Run the gateway: read devices, keep records in the outbox, forward them to the broker."""
-    from gateway.commands import DownlinkSetupError
+    from gateway.downlink_config import DownlinkSetupError
     from gateway.privacy import KeyFileError
     from gateway.runtime import Gateway
 

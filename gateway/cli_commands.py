@@ -19,13 +19,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.commands import TOPIC_ROOT, DownlinkSetupError, fingerprint, load_private_key, sign_command
+if TYPE_CHECKING:  # cryptography and the command machinery load only when a command here runs
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
@@ -66,6 +67,11 @@ def write_keypair(out: Path, *, force: bool = False) -> tuple[Path, Path, str]:
         for path in (private_path, public_path):
             if path.exists():
                 raise FileExistsError(f"{path} exists; not overwriting a key (use --force to replace it)")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.commands import fingerprint
+
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
@@ -112,6 +118,8 @@ def _parse_args(text: str) -> dict[str, Any]:
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
+    from gateway.commands import DownlinkSetupError, load_private_key
+
     try:
         key = load_private_key(path)
     except DownlinkSetupError as exc:
@@ -129,6 +137,8 @@ def _signed(key_path: Path | None, school: str | None, gateway: str | None, name
         raise typer.BadParameter(f"missing {', '.join(missing)}")
     assert key_path and school and gateway and name
     key = _load_key(key_path)
+    from gateway.commands import sign_command
+
     try:
         return sign_command(key, school=school, gateway=gateway, name=name, args=_parse_args(args_json), ttl_s=ttl,
                             command_id=command_id)
@@ -175,6 +185,8 @@ def send_envelope(envelope: Mapping[str, Any], broker: Broker, timeout: float) -
     import paho.mqtt.client as mqtt
 
     target = envelope["target"]
+    from gateway.commands import TOPIC_ROOT
+
     base = f"{TOPIC_ROOT}/{target['school']}/{target['gateway']}"
     deadline = time.monotonic() + timeout
     connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()

@@ -20,7 +20,7 @@ from drivers.base import ID_PATTERN, DeviceConfig
 from drivers.registry import broken_drivers, driver_classes
 from gateway.attendance import TimetableConfig
 from gateway.bus import BusConfig
-from gateway.commands import DownlinkConfig
+from gateway.downlink_config import DownlinkConfig
 from gateway.web.config import WebConfig
 
 SCHEMA_VERSION = 1

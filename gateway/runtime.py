@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -19,7 +19,6 @@ from drivers.base import DeviceState, Driver, DriverContext
 from drivers.registry import driver_class
 from gateway import __version__
 from gateway.clock import Clock
-from gateway.commands import Downlink
 from gateway.config import GatewayConfigBase
 from gateway.outbox import Outbox
 from gateway.pipeline import GATEWAY_DEVICE, Pipeline
@@ -27,6 +26,9 @@ from gateway.privacy import Pseudonymizer, load_or_create_key
 from gateway.records import Emit, Item, Reading, Rejected
 from gateway.services import build_services
 from gateway.uplink import Uplink
+
+if TYPE_CHECKING:
+    from gateway.commands import Downlink
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,12 @@ class Gateway:
                 driver.ctx = context
                 self.drivers[dev.id] = driver
         self.services = build_services(cfg)
-        self.downlink = Downlink.from_config(
-            cfg.downlink, school=cfg.school, gateway=cfg.gateway, outbox_path=cfg.storage.path, clock=self.clock,
-            device_lookup=self.drivers.get) if cfg.downlink.enabled else None
+        self.downlink: Downlink | None = None
+        if cfg.downlink.enabled:  # imported here: the command machinery and cryptography cost several MB of RSS
+            from gateway.commands import Downlink
+            self.downlink = Downlink.from_config(
+                cfg.downlink, school=cfg.school, gateway=cfg.gateway, outbox_path=cfg.storage.path, clock=self.clock,
+                device_lookup=self.drivers.get)
         if self.downlink is not None:
             for service in self.services:
                 for name, (args_model, handler) in service.commands().items():

@@ -19,15 +19,17 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import orjson
 
-from gateway.commands import Downlink
 from gateway.config import GatewayConfigBase
 from gateway.outbox import Outbox
 from gateway.records import Kind
+
+if TYPE_CHECKING:
+    from gateway.commands import Downlink
 
 log = logging.getLogger(__name__)
 
