@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from drivers.base import ID_PATTERN, DeviceConfig
-from drivers.registry import broken_drivers, driver_classes
+from drivers.registry import broken_drivers, driver_classes, driver_names, load_drivers
 from gateway.attendance import TimetableConfig
 from gateway.bus import BusConfig
 from gateway.downlink_config import DownlinkConfig
@@ -80,8 +80,9 @@ class ClockConfig(StrictModel):
         "auto", description="'auto' asks the kernel whether NTP has synchronised the clock.")
 
 
-def _device_union() -> Any:
-    models = [cls.config_model for cls in driver_classes().values()]
+def _device_union(drivers: frozenset[str] | None) -> Any:
+    classes = driver_classes() if drivers is None else load_drivers(drivers)
+    models = [cls.config_model for cls in classes.values()]
     if not models:
         return DeviceConfig
     if len(models) == 1:
@@ -128,10 +129,15 @@ class GatewayConfigBase(StrictModel):
 
 
 @cache
-def gateway_config_model() -> type[GatewayConfigBase]:
-    """The config model with ``devices`` typed by every installed driver's own config model."""
+def gateway_config_model(drivers: frozenset[str] | None = None) -> type[GatewayConfigBase]:
+    """The config model with ``devices`` typed by each driver's own config model.
+
+    ``drivers`` limits it to those drivers (what :func:`parse_config` uses for a config whose devices
+    all name installed drivers, so that only those are imported); None means every installed driver.
+    """
     return create_model(  # type: ignore[call-overload,no-any-return]
-        "GatewayConfig", __base__=GatewayConfigBase, devices=(list[_device_union()], Field(default_factory=list))
+        "GatewayConfig", __base__=GatewayConfigBase,
+        devices=(list[_device_union(drivers)], Field(default_factory=list)),
     )
 
 
@@ -223,7 +229,7 @@ def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
     out: list[str | int] = []
     cursor = data
     for part in loc:
-        if isinstance(cursor, dict) and isinstance(part, str) and part not in cursor and part in driver_classes():
+        if isinstance(cursor, dict) and isinstance(part, str) and part not in cursor and part in driver_names():
             continue  # a union tag, not a key of the document
         out.append(part)
         if isinstance(cursor, dict):
@@ -268,6 +274,19 @@ def _duplicate_ids(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                 seen[dev["id"]] = i
 
 
+def _named_drivers(data: dict[str, Any]) -> frozenset[str] | None:
+    """The drivers the devices name, if each names an installed, importable one; else None (every driver,
+    so that the errors list what is known)."""
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return None
+    names = {dev.get("driver") if isinstance(dev, dict) else None for dev in devices}
+    if not all(isinstance(name, str) and name in driver_names() for name in names):
+        return None
+    drivers = frozenset(name for name in names if isinstance(name, str))
+    return drivers if len(load_drivers(drivers)) == len(drivers) else None
+
+
 def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
     """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
     try:
@@ -286,7 +305,7 @@ def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
         raise ConfigError([Problem(filename, 1, "", "the file must be a YAML mapping (key: value)")])
     problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg) for loc, msg in _duplicate_ids(data)]
     try:
-        cfg = gateway_config_model().model_validate(data)
+        cfg = gateway_config_model(_named_drivers(data)).model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             msg = _message(err)

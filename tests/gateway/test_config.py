@@ -77,3 +77,27 @@ def test_json_schema_describes_every_driver() -> None:
 def test_shipped_json_schema_is_up_to_date() -> None:
     shipped = json.loads((REPO / "config" / "edugate.schema.json").read_text())
     assert shipped == json.loads(json.dumps(json_schema())), "run: edugate schema -o config/edugate.schema.json"
+
+
+def test_a_config_imports_only_the_drivers_it_names() -> None:
+    """An unused driver's module and libraries (pymodbus, pyserial) cost a gateway no memory."""
+    code = (
+        "import sys\n"
+        "from gateway.config import parse_config\n"
+        "cfg = parse_config('school: s\\ngateway: g\\ndevices:\\n  - {id: a, driver: synthetic}\\n')\n"
+        "assert cfg.devices[0].driver == 'synthetic'\n"
+        "import json\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith(('drivers.', 'pymodbus', 'serial'))]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    loaded = json.loads(out.stdout)
+    assert "drivers.synthetic" in loaded
+    assert not [m for m in loaded if m.startswith(("drivers.modbus", "pymodbus", "serial", "drivers.pn532"))], loaded
+
+
+def test_an_unknown_driver_next_to_known_ones_is_still_reported() -> None:
+    text = ("school: s\ngateway: g\ndevices:\n  - {id: a, driver: synthetic}\n"
+            "  - {id: b, driver: modbuss, host: x}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "g.yaml")
+    assert "g.yaml:5: devices[1].driver: unknown driver 'modbuss'" in str(info.value)
