@@ -167,6 +167,16 @@ class ReadBlock:
     address: int
     count: int
     points: tuple[Point, ...]
+    _layout: tuple[tuple[Point, struct.Struct, int, bool], ...] = field(init=False, repr=False, compare=False)
+    _words: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Decoding runs on every poll: unpack every point straight from the block's bytes with a
+        # precompiled Struct (byte offset, and whether a 32-bit value's words come low word first).
+        layout = tuple((p, struct.Struct(_STRUCT[p.type]), 2 * (p.address - self.address),
+                        p.width == 2 and p.word_order == "little") for p in self.points)
+        object.__setattr__(self, "_layout", layout)
+        object.__setattr__(self, "_words", struct.Struct(f">{self.count}H"))
 
     @property
     def last(self) -> int:
@@ -178,11 +188,16 @@ class ReadBlock:
 
     def decode(self, registers: Sequence[int]) -> dict[str, int | float]:
         """Values of every point from the registers this block read (``len(registers) == count``)."""
+        if len(registers) != self.count:
+            raise ValueError(f"{self.describe()}: {len(registers)} registers, expected {self.count}")
+        data = self._words.pack(*registers)
         out: dict[str, int | float] = {}
-        base = self.address
-        for p in self.points:
-            start = p.address - base
-            out[p.name] = p.decode(registers[start : start + p.width])
+        for point, unpack, offset, swapped in self._layout:
+            if swapped:
+                raw = unpack.unpack(data[offset + 2 : offset + 4] + data[offset : offset + 2])[0]
+            else:
+                raw = unpack.unpack_from(data, offset)[0]
+            out[point.name] = point.value(raw)
         return out
 
 
