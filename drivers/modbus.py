@@ -388,6 +388,7 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
         self._failures = 0
         self._offline_since: float | None = None
         self._logged: tuple[str | None, ...] | None = None
+        self._not_finite: tuple[str, ...] = ()  # values left out of the last reading (NaN, infinity)
 
     async def run(self, emit: Emit) -> None:
         cfg = self.config
@@ -418,6 +419,8 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
                 self._recovered()
             self.health.ok()
             backoff.reset()
+            if not reading.values:  # every value was NaN or infinite: nothing to record this time
+                continue
             try:
                 await emit(reading)
             except Rejected as exc:
@@ -441,7 +444,28 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
             finally:
                 self.health.count("reads")
             values.update(block.decode(registers))
-        return Reading(cfg.id, values, ts)
+        return Reading(cfg.id, self._finite(values), ts)
+
+    def _finite(self, values: dict[str, int | float]) -> dict[str, int | float]:
+        """``values`` without NaN and infinities, counted and logged once per change.
+
+        A float32 register holds NaN or infinity while a sensor warms up or when its probe is
+        missing; that value is left out and the rest of the reading is kept, rather than the
+        whole reading being refused.
+        """
+        bad = tuple(name for name, v in values.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:
+            self.health.count("values_not_finite", len(bad))
+            values = {name: v for name, v in values.items() if name not in bad}
+        if bad != self._not_finite:
+            if bad:
+                log.warning("%s: %s reported as NaN or infinity (a sensor fault, a missing probe or warming up): "
+                            "left out of the readings until the device reports a number again", self.where,
+                            ", ".join(bad))
+            else:
+                log.info("%s: %s reported as numbers again", self.where, ", ".join(self._not_finite))
+            self._not_finite = bad
+        return values
 
     def _failed(self, exc: ModbusError) -> None:
         message = f"{self.where}: {exc.describe(exc.reading)}"

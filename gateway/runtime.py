@@ -20,6 +20,7 @@ from drivers.registry import driver_class
 from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import GatewayConfigBase
+from gateway.cpu_meter import CpuMeter, process_cpu_seconds
 from gateway.outbox import Outbox
 from gateway.pipeline import GATEWAY_DEVICE, Pipeline
 from gateway.privacy import Pseudonymizer, load_or_create_key
@@ -63,7 +64,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.uplink: Uplink | None = None
         self._process = psutil.Process(os.getpid())
-        self._process.cpu_percent(None)
+        self._cpu = CpuMeter(window_s=cfg.uplink.health_interval_s, cpu_seconds=process_cpu_seconds(self._process))
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -197,7 +198,7 @@ class Gateway:
             "uptime_s": round(time.time() - self.started_at, 1),
             "devices_online": sum(s == DeviceState.ONLINE for s in states),
             "devices_offline": sum(s == DeviceState.OFFLINE for s in states),
-            "cpu_percent": self._process.cpu_percent(None),
+            "cpu_percent": self._cpu.percent(),
             "rss_bytes": self._process.memory_info().rss,
             "clock_synced": self.clock.synced(),
         }

@@ -442,3 +442,27 @@ async def test_a_rejected_reading_is_counted_and_polling_goes_on(logs: LogWatch)
         await driver.close()
     assert driver.health.counters["rejected"] == 1
     assert any(r.getMessage().endswith("reading rejected: value out of range") for r in logs.records)
+
+
+async def test_a_nan_value_is_left_out_and_the_rest_of_the_reading_kept(readings: Readings, logs: LogWatch) -> None:
+    """A float32 register holding NaN (sensor fault, warming up) costs that value, not the whole reading."""
+    async with ModbusSimulator({4: "energy-meter"}, drift=False) as sim:
+        sim.set_value(4, "voltage", 230.1)
+        sim.set_value(4, "power", float("nan"))
+        sim.set_value(4, "current", float("inf"))
+        driver = device(sim, 4, id="meter")
+        async with running(driver, emit=readings):
+            first = await readings.next("meter")
+            await readings.next("meter")
+            sim.set_value(4, "power", 120.5)
+            sim.set_value(4, "current", 0.52)
+            while "power" not in (recovered := await readings.next("meter")).values:
+                pass
+    assert "power" not in first.values and "current" not in first.values
+    assert first.values["voltage"] == 230.1
+    assert recovered.values["power"] == 120.5 and recovered.values["current"] == 0.52
+    assert driver.health.counters["values_not_finite"] >= 4  # two values, at least two polls
+    warnings = [r.getMessage() for r in logs.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings  # once, not on every poll
+    assert "meter (" in warnings[0] and "current, power reported as NaN or infinity" in warnings[0]
+    assert any(r.getMessage().endswith("current, power reported as numbers again") for r in logs.records)
