@@ -6,6 +6,12 @@ was late (``late``: later than ``late_after_min`` after the period's start).
 Taps up to ``early_min`` before a period count for it. When a period ends, one
 ``attendance_summary`` event per room gives ``present`` (distinct cards) and
 ``late`` counts; rooms with a reader and nobody present report 0.
+
+The open tallies live in a small state file (atomic replace, fsync) written when
+a card is first counted in a period, so a gateway restarted mid-period (power
+cut, update) still sends that period's summary with the taps seen before the
+restart; a period that ended while the gateway was down is summarised when it
+comes back, also when that was on an earlier day.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +58,8 @@ class TimetableConfig(BaseModel):
     periods: list[Period] = Field(min_length=1)
     late_after_min: float = Field(5, ge=0, le=120, description="A tap later than this after the start is late.")
     early_min: float = Field(15, ge=0, le=120, description="Taps this long before a start count for it.")
+    state_file: Path | None = Field(None, description="Open tallies, kept across restarts (default: "
+                                    "attendance-tallies.json next to the outbox).")
 
     @model_validator(mode="after")
     def _check(self) -> TimetableConfig:
@@ -73,8 +84,9 @@ class _Tally:
 class Attendance(Service):
     name = "attendance"
 
-    def __init__(self, timetable: TimetableConfig, tz: str, readers: dict[str, str | None]) -> None:
-        """``readers``: attendance reader device id -> room."""
+    def __init__(self, timetable: TimetableConfig, tz: str, readers: dict[str, str | None],
+                 state_file: Path | None = None) -> None:
+        """``readers``: attendance reader device id -> room. ``state_file``: where open tallies are kept."""
         self.timetable = timetable
         self.tz = ZoneInfo(tz)
         self.room_reader: dict[str, str] = {}
@@ -84,6 +96,44 @@ class Attendance(Service):
         self.tallies: dict[tuple[str, str, str], _Tally] = {}  # (date, period, room)
         self._summarised: set[tuple[str, str]] = set()  # (date, period)
         self.summaries = 0
+        self.state_file = state_file
+        self._load()
+
+    # ------------------------------------------------------------------ state on disk
+
+    def _load(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            data = json.loads(self.state_file.read_text())
+            tallies = {(d, p, r): _Tally({str(c): bool(late) for c, late in cards.items()})
+                       for d, p, r, cards in data["tallies"]}
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("attendance state %s unreadable (%s): open periods start with no taps", self.state_file, exc)
+            return
+        self.tallies = tallies
+        if tallies:
+            log.info("attendance: %d cards in %d open tallies kept from before the restart",
+                     sum(len(t.cards) for t in tallies.values()), len(tallies))
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        doc = {"tallies": [[d, p, r, t.cards] for (d, p, r), t in sorted(self.tallies.items())]}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        try:
+            with tmp.open("w") as fh:
+                json.dump(doc, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_file)
+        except OSError as exc:  # the taps themselves are in the outbox; only the summary could be short
+            log.error("attendance state %s cannot be written: %s", self.state_file, exc)
+
+    # ------------------------------------------------------------------ taps and summaries
 
     def period_at(self, when: dt.datetime) -> tuple[Period, bool] | None:
         """The period a tap at local time ``when`` counts for, and whether it is late."""
@@ -112,34 +162,58 @@ class Attendance(Service):
         data.update(period=period.name, date=date, late=late)
         room = self.rooms[record["device"]]
         tally = self.tallies.setdefault((date, period.name, room), _Tally({}))
-        tally.cards.setdefault(data["card"], late)  # the first tap of a card in a period decides "late"
+        if data["card"] not in tally.cards:  # the first tap of a card in a period decides "late"
+            tally.cards[data["card"]] = late
+            self._save()
         return record
 
     def due(self, now: dt.datetime) -> list[Event]:
-        """Summary events for every period that has ended by ``now`` and was not summarised yet."""
-        if WEEKDAYS[now.weekday()] not in self.timetable.days:
-            return []
+        """Summary events for every period that has ended by ``now`` and was not summarised yet.
+
+        Today's periods by the timetable; earlier days' only if taps were counted in them (a gateway
+        that was down when they ended).
+        """
         date = now.date().isoformat()
-        events = []
-        for p in self.timetable.periods:
-            end = dt.datetime.combine(now.date(), p.end, now.tzinfo)
-            if now < end or (date, p.name) in self._summarised:
-                continue
-            self._summarised.add((date, p.name))
-            for room, reader in sorted(self.room_reader.items()):
-                tally = self.tallies.pop((date, p.name, room), _Tally({}))
-                events.append(Event(reader, "attendance_summary", {
-                    "date": date, "period": p.name, "present": len(tally.cards),
-                    "late": sum(tally.cards.values())}, ts=end.timestamp()))
+        events: list[Event] = []
+        for day, period in sorted({(d, p) for d, p, _ in self.tallies if d < date}):
+            events += self._summary(day, period)
+        if WEEKDAYS[now.weekday()] in self.timetable.days:
+            for p in self.timetable.periods:
+                end = dt.datetime.combine(now.date(), p.end, now.tzinfo)
+                if now >= end and (date, p.name) not in self._summarised:
+                    events += self._summary(date, p.name)
         self._summarised = {k for k in self._summarised if k[0] == date}
+        if events:
+            self._save()
+        return events
+
+    def _summary(self, date: str, period: str) -> list[Event]:
+        """One summary per room with a reader, and the period's tallies forgotten."""
+        self._summarised.add((date, period))
+        day = dt.date.fromisoformat(date)
+        times = {p.name: p.end for p in self.timetable.periods}
+        end = dt.datetime.combine(day, times.get(period, dt.time(23, 59)), self.tz)
+        events = []
+        rooms = sorted(set(self.room_reader) | {r for d, p, r in self.tallies if (d, p) == (date, period)})
+        for room in rooms:
+            tally = self.tallies.pop((date, period, room), _Tally({}))
+            reader = self.room_reader.get(room)
+            if reader is None:  # the reader of that room left the config since; its tally goes nowhere
+                continue
+            events.append(Event(reader, "attendance_summary", {
+                "date": date, "period": period, "present": len(tally.cards),
+                "late": sum(tally.cards.values())}, ts=end.timestamp()))
         return events
 
     async def run(self, emit: Emit) -> None:
-        # Periods already over when the gateway starts are not summarised (their taps were not seen).
+        # Periods already over when the gateway starts are summarised only if taps were counted in them
+        # before the restart (kept in the state file); the others' taps were not seen.
         now = dt.datetime.now(self.tz)
+        today = now.date().isoformat()
+        counted = {(d, p) for d, p, _ in self.tallies}
         for p in self.timetable.periods:
-            if dt.datetime.combine(now.date(), p.end, now.tzinfo) <= now:
-                self._summarised.add((now.date().isoformat(), p.name))
+            if dt.datetime.combine(now.date(), p.end, now.tzinfo) <= now and (today, p.name) not in counted:
+                self._summarised.add((today, p.name))
         while True:
             await asyncio.sleep(15)
             for event in self.due(dt.datetime.now(self.tz)):

@@ -64,7 +64,8 @@ def build_services(cfg: GatewayConfigBase) -> list[Service]:
         services.append(AccessControl(path, {d.id: d.room for d in devices}))
     if cfg.timetable is not None:
         readers = {**by_role.get("attendance", {}), **by_role.get("lab", {})}
-        services.append(Attendance(cfg.timetable, cfg.timezone, readers))
+        services.append(Attendance(cfg.timetable, cfg.timezone, readers,
+                                   state_file=cfg.timetable.state_file or data_dir / "attendance-tallies.json"))
     if cfg.bus is not None or by_role.get("bus"):
         bus = cfg.bus or BusConfig()
         readers = list(by_role.get("bus", {})) or [d.id for d in devices][:1] or ["bus"]

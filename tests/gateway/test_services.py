@@ -23,6 +23,7 @@ TZ = "Asia/Ho_Chi_Minh"
 KEY = bytes(range(32))
 P = Pseudonymizer(KEY)
 ALICE, BOB = P(normalise_uid("04:A2:2B:1C")), P(normalise_uid("0412345678AB90"))
+CAROL = P(normalise_uid("0499887766"))
 
 
 def tap(device: str, card: str, role: str, direction: str = "in", ts: float | None = None) -> Event:
@@ -180,3 +181,46 @@ def test_reidentification_cli_prints_pseudonyms_and_audits(tmp_path: Path) -> No
     missing = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(tmp_path / "nokey"),
                               "--purpose", "x", "04a22b1c"], capture_output=True, text=True)
     assert missing.returncode == 2 and "refusing to create a new key" in missing.stderr
+
+
+async def test_attendance_tallies_survive_a_restart_mid_period(outbox: Outbox, tmp_path: Path) -> None:
+    state = tmp_path / "attendance.json"
+    readers = {"r10a": "class-10a", "r10b": "class-10b"}
+    att = Attendance(TIMETABLE, TZ, readers, state_file=state)
+    pipe = Pipeline(outbox, Clock("always"), readers, rules=[att.stage])
+    await pipe.submit(tap("r10a", ALICE, "attendance", ts=local(6, 55).timestamp()))
+    await pipe.submit(tap("r10a", BOB, "attendance", ts=local(7, 12).timestamp()))
+    # power cut at 07:20; the gateway is back at 07:30 and Alice taps again, Carol for the first time
+    again = Attendance(TIMETABLE, TZ, readers, state_file=state)
+    pipe = Pipeline(outbox, Clock("always"), readers, rules=[again.stage])
+    await pipe.submit(tap("r10a", ALICE, "attendance", ts=local(7, 30).timestamp()))
+    await pipe.submit(tap("r10b", CAROL, "attendance", ts=local(7, 31).timestamp()))
+    summaries = {e.device: e.data for e in again.due(local(7, 46))}
+    assert summaries == {"r10a": {"date": "2026-11-23", "period": "P1", "present": 2, "late": 1},
+                         "r10b": {"date": "2026-11-23", "period": "P1", "present": 1, "late": 1}}
+    assert Attendance(TIMETABLE, TZ, readers, state_file=state).tallies == {}, "summarised tallies are forgotten"
+
+
+async def test_a_period_that_ended_while_the_gateway_was_down_is_summarised_when_it_is_back(
+        outbox: Outbox, tmp_path: Path) -> None:
+    state = tmp_path / "attendance.json"
+    readers = {"r10a": "class-10a"}
+    att = Attendance(TIMETABLE, TZ, readers, state_file=state)
+    await Pipeline(outbox, Clock("always"), readers, rules=[att.stage]).submit(
+        tap("r10a", ALICE, "attendance", ts=local(7, 52).timestamp()))
+    # down from 08:00 until the next morning: P2 of the 23rd ended meanwhile
+    back = Attendance(TIMETABLE, TZ, readers, state_file=state)
+    events = back.due(local(6, 30, day=24))
+    assert [(e.device, e.data) for e in events] == [
+        ("r10a", {"date": "2026-11-23", "period": "P2", "present": 1, "late": 0})]
+    assert events[0].ts == local(8, 35).timestamp()
+    assert back.due(local(6, 31, day=24)) == []
+
+
+def test_an_unreadable_attendance_state_is_reported_and_ignored(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "attendance.json"
+    state.write_text("{not json")
+    att = Attendance(TIMETABLE, TZ, {"r10a": "class-10a"}, state_file=state)
+    assert att.tallies == {}
+    assert f"attendance state {state} unreadable" in caplog.text
