@@ -5,14 +5,15 @@ message that carried it.
 * One writer thread owns the write connection and commits in groups: every
   record that arrived while the previous commit was on disk goes into the next
   transaction, so thousands of records per second cost a handful of fsyncs.
-* Telemetry may wait a little for company: a telemetry-only group is held
-  while more operations keep arriving less than ``TELEMETRY_GAP_S`` (1 ms)
-  apart, for at most ``telemetry_commit_delay_s`` (10 ms). Polled readings
-  trickle in one by one (100 devices on one Modbus connection finish their
-  polls a few hundred microseconds apart), and without the wait each would pay
-  a transaction and an fsync of its own. A lone record waits 1 ms at most, and
-  a group holding an event (a card tap, a gate alarm) or the close marker never
-  waits: it takes whatever is queued with it and commits.
+* Telemetry may wait a little for company: on the event loop, a reading is
+  held while more keep arriving less than ``TELEMETRY_GAP_S`` (1 ms) apart,
+  for at most ``telemetry_commit_delay_s`` (10 ms), and the readings held go
+  to the writer together. Polled readings trickle in one by one (100 devices
+  on one Modbus connection finish their polls a few hundred microseconds
+  apart); without the wait each would pay a transaction, an fsync and a wake-up
+  of the writer thread of its own. A lone reading waits 1 ms at most, and an
+  event (a card tap, a gate alarm) never waits: it goes at once, taking the
+  readings held before it along (sequence order is arrival order).
 * Sequence numbers are assigned inside the commit and persisted with it
   (table ``meta``), so they continue across restarts and never repeat.
 * Telemetry and events live in separate tables with one shared sequence. Over
@@ -29,7 +30,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +99,6 @@ class _Ack:
     seqs: Sequence[int]
 
 
-def _holds_event(group: list[_Put | _Ack]) -> bool:
-    return any(isinstance(op, _Put) and op.kind is Kind.EVENT for op in group)
-
-
 def _connect(path: Path, sync: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -120,7 +116,11 @@ class Outbox:
         self.stats = OutboxStats(budget_bytes=budget_bytes)
         self.sync = sync
         self.telemetry_commit_delay_s = telemetry_commit_delay_s
-        self._ops: queue.SimpleQueue[_Put | _Ack | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[list[_Put | _Ack] | None] = queue.SimpleQueue()
+        self._held: list[_Put | _Ack] = []  # telemetry waiting for company (event loop side)
+        self._held_since = 0.0
+        self._last_held = 0.0
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -169,13 +169,49 @@ class Outbox:
             raise OutboxClosed("outbox is closed")
         assert self._loop is not None
         fut: asyncio.Future[int] = self._loop.create_future()
-        self._ops.put(_Put(kind, record, fut))
+        op = _Put(kind, record, fut)
+        if kind is Kind.EVENT or self.telemetry_commit_delay_s <= 0:
+            self._held.append(op)
+            self._flush_held()
+        else:
+            self._hold(op)
         return await fut
+
+    def _hold(self, op: _Put) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        if not self._held:
+            self._held_since = now
+        self._held.append(op)
+        self._last_held = now
+        if len(self._held) >= MAX_GROUP:
+            self._flush_held()
+        elif self._flush_timer is None:
+            due = min(now + TELEMETRY_GAP_S, self._held_since + self.telemetry_commit_delay_s)
+            self._flush_timer = self._loop.call_at(due, self._on_flush_timer)
+
+    def _on_flush_timer(self) -> None:
+        assert self._loop is not None
+        self._flush_timer = None
+        due = min(self._last_held + TELEMETRY_GAP_S, self._held_since + self.telemetry_commit_delay_s)
+        if self._loop.time() >= due - 1e-4:
+            self._flush_held()
+        else:  # more arrived meanwhile: wait for the gap after the last one (never past the delay)
+            self._flush_timer = self._loop.call_at(due, self._on_flush_timer)
+
+    def _flush_held(self) -> None:
+        """Hand everything held to the writer thread, as one operation."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._held:
+            held, self._held = self._held, []
+            self._ops.put(held)
 
     def ack(self, kind: Kind, seqs: Sequence[int]) -> None:
         """The broker has the records ``seqs``: delete them (in the next group commit)."""
         if seqs and not self._closed:
-            self._ops.put(_Ack(kind, seqs))
+            self._ops.put([_Ack(kind, seqs)])
 
     async def fetch(self, kind: Kind, after: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Queued records of ``kind`` with seq > ``after``, oldest first, at most ``limit``/``max_bytes``."""
@@ -200,6 +236,7 @@ class Outbox:
         if self._closed:
             return
         self._closed = True
+        self._flush_held()
         self._ops.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -213,53 +250,24 @@ class Outbox:
         conn = self._writer_conn
         running = True
         while running:
-            op = self._ops.get()
+            ops = self._ops.get()
             group: list[_Put | _Ack] = []
-            if op is None:
+            if ops is None:
                 running = False
             else:
-                group.append(op)
-                running = self._take_queued(group)
-            if running and self.telemetry_commit_delay_s > 0 and not _holds_event(group):
-                running = self._let_telemetry_wait(group, time.monotonic() + self.telemetry_commit_delay_s)
+                group.extend(ops)
+            while running and len(group) < MAX_GROUP:  # whatever else is queued joins this transaction
+                try:
+                    ops = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if ops is None:
+                    running = False
+                    break
+                group.extend(ops)
             if group:
                 self._commit(conn, group)
         conn.close()
-
-    def _take_queued(self, group: list[_Put | _Ack]) -> bool:
-        """Move what is queued into ``group`` (up to MAX_GROUP); False once the close marker was seen."""
-        while len(group) < MAX_GROUP:
-            try:
-                op = self._ops.get_nowait()
-            except queue.Empty:
-                return True
-            if op is None:
-                return False
-            group.append(op)
-        return True
-
-    def _let_telemetry_wait(self, group: list[_Put | _Ack], deadline: float) -> bool:
-        """Hold a telemetry-only group while more keeps arriving (see the module notes).
-
-        Waits for the next operation at most TELEMETRY_GAP_S, and never past ``deadline``; stops
-        as soon as an event arrives (it is committed with the group at once) or the group is full.
-        A producer that awaits each commit before producing again (one fast device) therefore
-        loses at most TELEMETRY_GAP_S per record. False once the close marker was seen.
-        """
-        while len(group) < MAX_GROUP:
-            wait = min(deadline - time.monotonic(), TELEMETRY_GAP_S)
-            if wait <= 0:
-                return True
-            try:
-                op = self._ops.get(timeout=wait)
-            except queue.Empty:
-                return True
-            if op is None:
-                return False
-            group.append(op)
-            if isinstance(op, _Put) and op.kind is Kind.EVENT:
-                return self._take_queued(group)
-        return True
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Put | _Ack]) -> None:
         puts = [op for op in group if isinstance(op, _Put)]
