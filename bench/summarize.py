@@ -182,7 +182,8 @@ def main() -> None:
         a, b = idle_tb[0]["processes"]["gateway"], idle_eg[0]["processes"]["gateway"]
         print(f"| idle CPU % / RSS MB (0 devices, 30 s) | {a['cpu_pct']} / {fmt(a['rss_mb_mean'])} | {b['cpu_pct']} / "
               f"{fmt(b['rss_mb_mean'])} | CPU: {a['cpu_pct']} % vs {b['cpu_pct']} % (psutil, 0.01 s resolution); "
-              f"RSS: EduGate {ratio(b['rss_mb_mean'], a['rss_mb_mean'], 2)} ThingsBoard's (worse) |")
+              f"RSS: EduGate {ratio(b['rss_mb_mean'], a['rss_mb_mean'], 2)} ThingsBoard's "
+              f"({'smaller' if b['rss_mb_mean'] < a['rss_mb_mean'] else 'larger'}) |")
 
     def w2(rows, devices, storage, kill):
         return [r for r in rows if r["kind"] == "w2" and r["workload"]["devices"] == devices

@@ -47,8 +47,11 @@ class SyntheticDriver(Driver[SyntheticDeviceConfig]):
             self.health.count("readings")
             next_at += cfg.interval_s
             late = loop.time() - next_at
-            if late > cfg.interval_s:  # fell behind: skip the missed ticks, count them
-                skipped = int(late // cfg.interval_s)
+            # Fell behind by more than a tenth of the period: skip the missed ticks and count them (like the
+            # Modbus driver), rather than firing them back to back, where two readings of one device
+            # could share a millisecond (one sample in a store that deduplicates by millisecond).
+            if late > 0.1 * cfg.interval_s:
+                skipped = math.ceil(late / cfg.interval_s)
                 self.health.count("skipped_polls", skipped)
                 next_at += skipped * cfg.interval_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
