@@ -61,8 +61,8 @@ class StorageConfig(StrictModel):
     sync: Literal["full", "normal"] = Field("full", description="'full' survives power loss; 'normal' only "
                                             "a crash of the process.")
     telemetry_commit_delay_ms: float = Field(
-        10.0, ge=0, le=1000, description="Readings arriving less than 1 ms apart share one transaction and "
-        "fsync, for up to this long; 0 commits each group at once. Events (card taps, alarms) never wait.")
+        10.0, ge=0, le=1000, description="Readings of different devices arriving less than 1 ms apart share one "
+        "transaction and fsync, for up to this long; 0 commits each group at once. Events never wait.")
 
 
 class PrivacyConfig(StrictModel):

@@ -11,9 +11,11 @@ message that carried it.
   to the writer together. Polled readings trickle in one by one (100 devices
   on one Modbus connection finish their polls a few hundred microseconds
   apart); without the wait each would pay a transaction, an fsync and a wake-up
-  of the writer thread of its own. A lone reading waits 1 ms at most, and an
-  event (a card tap, a gate alarm) never waits: it goes at once, taking the
-  readings held before it along (sequence order is arrival order).
+  of the writer thread of its own. A reading is held only when a reading of
+  *another* device arrived less than 1 ms before it (or some are held
+  already): a lone reading, or one fast device awaiting each commit, goes at
+  once. An event (a card tap, a gate alarm) never waits: it goes at once,
+  taking the readings held before it along (sequence order is arrival order).
 * Sequence numbers are assigned inside the commit and persisted with it
   (table ``meta``), so they continue across restarts and never repeat.
 * Telemetry and events live in separate tables with one shared sequence. Over
@@ -120,6 +122,9 @@ class Outbox:
         self._held: list[_Put | _Ack] = []  # telemetry waiting for company (event loop side)
         self._held_since = 0.0
         self._last_held = 0.0
+        self._last_device: Any = None  # the device of the latest reading, and when it came
+        self._last_at = -1.0
+        self._other_at = -1.0  # when the latest reading of a device other than _last_device came
         self._flush_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -170,12 +175,21 @@ class Outbox:
         assert self._loop is not None
         fut: asyncio.Future[int] = self._loop.create_future()
         op = _Put(kind, record, fut)
-        if kind is Kind.EVENT or self.telemetry_commit_delay_s <= 0:
+        if kind is not Kind.EVENT and self.telemetry_commit_delay_s > 0 and self._has_company(record.get("device")):
+            self._hold(op)
+        else:
             self._held.append(op)
             self._flush_held()
-        else:
-            self._hold(op)
         return await fut
+
+    def _has_company(self, device: Any) -> bool:
+        """Whether a reading of ``device`` arriving now is likely to be joined by others soon."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if device != self._last_device:
+            self._other_at, self._last_device = self._last_at, device
+        self._last_at = now
+        return bool(self._held) or now - self._other_at < TELEMETRY_GAP_S
 
     def _hold(self, op: _Put) -> None:
         assert self._loop is not None

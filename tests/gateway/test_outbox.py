@@ -168,21 +168,25 @@ def test_kill_9_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
 
 
+def reading(device: str, i: int) -> dict:
+    return telemetry(i) | {"device": device}
+
+
 async def _staggered_puts(box: Outbox, n: int, gap_s: float) -> list[int]:
-    """``n`` producers, one reading each, started ``gap_s`` apart (polls finishing one after another)."""
+    """``n`` devices, one reading each, ``gap_s`` apart (polls finishing one after another)."""
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(box.put(Kind.TELEMETRY, telemetry(i))))
+        tasks.append(asyncio.create_task(box.put(Kind.TELEMETRY, reading(f"dev-{i}", i))))
         await asyncio.sleep(gap_s)
     return list(await asyncio.gather(*tasks))
 
 
-async def test_telemetry_arriving_one_by_one_shares_commits(tmp_path: Path, monkeypatch) -> None:
+async def test_readings_arriving_one_by_one_share_commits(tmp_path: Path, monkeypatch) -> None:
     # Scaled up 50x so that a loaded test machine cannot blur it: puts 5 ms apart, gap 50 ms.
     monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 0.05)
     box = await Outbox.open(tmp_path / "w.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=2.0)
     assert await _staggered_puts(box, 20, 0.005) == list(range(1, 21))
-    assert box.stats.commits <= 3, box.stats.as_dict()
+    assert box.stats.commits <= 3, box.stats.as_dict()  # the first reading goes alone, the rest together
     await box.close()
 
     no_wait = await Outbox.open(tmp_path / "n.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=0)
@@ -191,24 +195,36 @@ async def test_telemetry_arriving_one_by_one_shares_commits(tmp_path: Path, monk
     await no_wait.close()
 
 
-async def test_an_event_never_waits_and_takes_waiting_telemetry_along(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
-    box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=30.0)
-    reading = asyncio.create_task(box.put(Kind.TELEMETRY, telemetry(1)))
-    await asyncio.sleep(0.1)
-    assert not reading.done()  # held for company
+async def test_one_fast_device_awaiting_each_commit_is_not_held(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 0.05)
+    box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=2.0)
     started = time.monotonic()
-    tap = await box.put(Kind.EVENT, event(2))
-    assert time.monotonic() - started < 5  # not the 30 s the telemetry could have waited
-    assert await reading == 1 and tap == 2
-    assert box.stats.commits == 1
+    for i in range(200):  # held, each would wait 50 ms: 10 s in all
+        await box.put(Kind.TELEMETRY, reading("fast", i))
+    assert time.monotonic() - started < 5
     await box.close()
 
 
-async def test_a_lone_reading_waits_at_most_the_configured_delay(tmp_path: Path, monkeypatch) -> None:
+async def test_an_event_never_waits_and_takes_held_readings_along(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
+    box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=30.0)
+    assert await box.put(Kind.TELEMETRY, reading("a", 1)) == 1  # alone: not held
+    held = asyncio.create_task(box.put(Kind.TELEMETRY, reading("b", 2)))
+    await asyncio.sleep(0.1)
+    assert not held.done()  # another device's reading came just before: held for company
+    started = time.monotonic()
+    tap = await box.put(Kind.EVENT, event(3))
+    assert time.monotonic() - started < 5  # not the 30 s the reading could have waited
+    assert await held == 2 and tap == 3
+    assert box.stats.commits == 2
+    await box.close()
+
+
+async def test_a_held_reading_waits_at_most_the_configured_delay(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
     box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=0.3)
+    await box.put(Kind.TELEMETRY, reading("a", 1))
     started = time.monotonic()
-    assert await box.put(Kind.TELEMETRY, telemetry(1)) == 1
+    assert await box.put(Kind.TELEMETRY, reading("b", 2)) == 2
     assert 0.25 <= time.monotonic() - started < 10
     await box.close()
