@@ -20,14 +20,26 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gateway.records import Emit
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Ids end up in MQTT topics and series labels: lower-case letters, digits, '-' and '_'."""
+
+
+def _device_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not a device path: give e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
+    return value
+
+
+SerialPortPath = Annotated[str, Field(min_length=1, max_length=256, description="Serial device, best the stable "
+                                      "name /dev/serial/by-id/usb-... (or /dev/ttyUSB0, /dev/ttyAMA0)."),
+                           AfterValidator(_device_path)]
+"""The ``port`` option of a device on a serial line: an absolute device path."""
 
 
 class DeviceConfig(BaseModel):

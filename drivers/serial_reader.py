@@ -19,9 +19,9 @@ from collections import deque
 from typing import ClassVar, TypeVar
 
 import serial
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from drivers.base import Backoff, DeviceState
+from drivers.base import Backoff, DeviceState, SerialPortPath
 from drivers.card_reader import CardReaderConfig, CardReaderDriver, Outcome
 
 log = logging.getLogger(__name__)
@@ -150,18 +150,10 @@ class SerialLink:
 class SerialReaderConfig(CardReaderConfig):
     """Options of a card reader on a serial port (a USB-UART adapter, or the Pi's own UART)."""
 
-    port: str = Field(min_length=1, max_length=256, description="Serial device, best the stable name "
-                      "/dev/serial/by-id/usb-... (or /dev/ttyUSB0, /dev/ttyAMA0).")
+    port: SerialPortPath
     baudrate: int = Field(9600, description="Line speed in bit/s.")
     reopen_max_s: float = Field(30.0, ge=0.1, le=3600, description="When the reader is unplugged, try to reopen "
                                 "it after 0.5 s, then twice as long each time, up to this many seconds apart.")
-
-    @field_validator("port")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"{v!r} is not a device path: give e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
-        return v
 
 
 S = TypeVar("S", bound=SerialReaderConfig)

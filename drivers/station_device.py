@@ -16,9 +16,9 @@ from abc import abstractmethod
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from drivers.base import Backoff, DeviceConfig, DeviceState, Driver
+from drivers.base import Backoff, DeviceConfig, DeviceState, Driver, SerialPortPath
 from drivers.serial_reader import IDLE_CHECK_S, LogLimiter, PortLost, SerialLink, describe_open_error
 from drivers.station_lines import BadLine, LineDecoder, encode_line
 from gateway.records import Emit
@@ -29,20 +29,12 @@ log = logging.getLogger(__name__)
 class StationConfig(DeviceConfig):
     """A device on a serial port that speaks the station line protocol (docs/library.md)."""
 
-    port: str = Field(min_length=1, max_length=256, description="Serial device, best the stable name "
-                      "/dev/serial/by-id/usb-... (or /dev/ttyUSB0, /dev/ttyAMA0).")
+    port: SerialPortPath
     baudrate: int = Field(115200, ge=1200, le=4_000_000, description="Line speed in bit/s.")
     line_timeout_s: float = Field(0.5, ge=0.02, le=10, description="A line begun but not ended within this time "
                                   "is dropped as partial.")
     reopen_max_s: float = Field(30.0, ge=0.1, le=3600, description="While the port is missing, try to reopen it "
                                 "after 0.5 s, then twice as long each time, up to this many seconds apart.")
-
-    @field_validator("port")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"{v!r} is not a device path: give e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
-        return v
 
 
 S = TypeVar("S", bound=StationConfig)
