@@ -27,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simulators.servers import Mosquitto, VictoriaMetrics  # noqa: E402
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 
 
 def stored_records(vm: VictoriaMetrics) -> int:
@@ -45,7 +45,7 @@ def main(devices: int, interval_s: float, values: int, seconds: float) -> dict:
         broker, store = Mosquitto(work / "mqtt", persistence=False), VictoriaMetrics(work / "vm")
         broker.start()
         store.start()
-        ingest = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "bench-ingest",
+        ingest = subprocess.Popen([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "bench-ingest",
                                    "--broker", broker.url, "--store-url", store.url, "--log-level", "WARNING"],
                                   cwd=REPO)
         cfg = {"school": "bench", "gateway": "bench-gw", "uplink": {"port": broker.port, "health_interval_s": 3600},
@@ -53,7 +53,7 @@ def main(devices: int, interval_s: float, values: int, seconds: float) -> dict:
                "devices": [{"id": f"syn-{i}", "driver": "synthetic", "interval_s": interval_s, "values": values - 1}
                            for i in range(devices)]}
         (work / "gw.yaml").write_text(yaml.safe_dump(cfg))
-        gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(work / "gw.yaml"),
+        gw = subprocess.Popen([sys.executable, "-m", "edugate.cli.main", "run", str(work / "gw.yaml"),
                                "--log-level", "WARNING"], cwd=REPO)
         procs = {"gateway": psutil.Process(gw.pid), "ingest": psutil.Process(ingest.pid),
                  "mosquitto": psutil.Process(broker.proc.pid), "victoria-metrics": psutil.Process(store.proc.pid)}

@@ -3,7 +3,7 @@
     .venv/bin/python bench/idle.py [--settle 10] [--duration 30]
 
 Starts a private Mosquitto (``simulators.servers``, free loopback port) and,
-for the second case, the Modbus simulator (``python -m simulators.modbus``,
+for the second case, the Modbus simulator (``python -m edugate.simulators.modbus``,
 units 1-10 with the ``co2-ndir`` profile, 3 registers each). Each case writes a
 gateway config into a temporary folder, starts ``.venv/bin/edugate run`` (the
 PID measured is the gateway's Python process), waits ``--settle`` seconds,
@@ -30,7 +30,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simulators.servers import Mosquitto, free_port, wait_for_port  # noqa: E402
+from edugate.simulators.servers import Mosquitto, free_port, wait_for_port  # noqa: E402
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 EDUGATE = REPO / ".venv" / "bin" / "edugate"
@@ -104,7 +104,8 @@ def main(settle: float, duration: float) -> list[dict]:
             case = root / "ten-devices"
             case.mkdir()
             port = free_port()
-            sim = subprocess.Popen([str(PYTHON), "-m", "simulators.modbus", "--port", str(port), "--units", "1-10",
+            sim = subprocess.Popen([str(PYTHON), "-m", "edugate.simulators.modbus", "--port", str(port),
+                                   "--units", "1-10",
                                     "--profile", "co2-ndir"], cwd=REPO, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             try:

@@ -40,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simulators.servers import Mosquitto, VictoriaMetrics  # noqa: E402
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics  # noqa: E402
 
 CLIENT_ID = "bench-ingest-1"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.clock import Clock
-from gateway.outbox import Outbox
-from gateway.pipeline import Pipeline
-from gateway.records import Reading
+from edugate.contract.records import Reading
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import Pipeline
 
 
 async def main(records: int, producers: int, sync: str, delay_ms: float) -> dict:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from edugate_adapter import _registers  # noqa: E402
 
-from simulators.servers import Mosquitto, free_port, wait_for_port  # noqa: E402
+from edugate.simulators.servers import Mosquitto, free_port, wait_for_port  # noqa: E402
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 EDUGATE = REPO / ".venv" / "bin" / "edugate"

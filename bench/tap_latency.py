@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from drivers.card_reader import Outcome
-from drivers.em4100 import EM4100Driver
-from gateway.config import parse_config
-from gateway.runtime import Gateway
-from simulators.em4100 import EM4100Simulator
-from simulators.servers import Mosquitto
+from edugate.drivers.card_reader import Outcome
+from edugate.drivers.em4100.driver import EM4100Driver
+from edugate.gateway.config import parse_config
+from edugate.gateway.runtime.gateway import Gateway
+from edugate.simulators.em4100 import EM4100Simulator
+from edugate.simulators.servers import Mosquitto
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from gateway.records import Emit
+from edugate.contract.records import Emit
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Ids end up in MQTT topics and series labels: lower-case letters, digits, '-' and '_'."""

@@ -20,8 +20,8 @@ from typing import Literal, TypeVar
 
 from pydantic import Field
 
-from drivers.base import DeviceConfig, Driver
-from gateway.records import Emit, Event, Rejected
+from edugate.contract.records import Emit, Event, Rejected
+from edugate.drivers.base import DeviceConfig, Driver
 
 log = logging.getLogger(__name__)
 

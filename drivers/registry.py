@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
-from drivers.base import Driver
+from edugate.drivers.base import Driver
 
 log = logging.getLogger(__name__)
 

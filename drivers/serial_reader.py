@@ -21,8 +21,8 @@ from typing import ClassVar, TypeVar
 import serial
 from pydantic import Field
 
-from drivers.base import Backoff, DeviceState, SerialPortPath
-from drivers.card_reader import CardReaderConfig, CardReaderDriver, Outcome
+from edugate.drivers.base import Backoff, DeviceState, SerialPortPath
+from edugate.drivers.card_reader import CardReaderConfig, CardReaderDriver, Outcome
 
 log = logging.getLogger(__name__)
 

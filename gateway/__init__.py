@@ -1,3 +1,1 @@
-"""EduGate: the open-source edge gateway for smart schools."""
-
-__version__ = "0.1.0"
+"""The gateway: the edge runtime that runs in a school (see docs and DESIGN)."""

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.privacy import KeyFileError, Pseudonymizer, load_or_create_key, normalise_uid
+from edugate.common.privacy import KeyFileError, Pseudonymizer, load_or_create_key, normalise_uid
 
 
 def pseudonym(

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from drivers.base import ID_PATTERN, DeviceConfig
-from drivers.registry import broken_drivers, driver_classes, driver_names, load_drivers
-from gateway.attendance import TimetableConfig
-from gateway.bus import BusConfig
-from gateway.downlink_config import DownlinkConfig
-from gateway.web.config import WebConfig
+from edugate.drivers.base import ID_PATTERN, DeviceConfig
+from edugate.drivers.registry import broken_drivers, driver_classes, driver_names, load_drivers
+from edugate.gateway.downlink.config import DownlinkConfig
+from edugate.gateway.services.attendance import TimetableConfig
+from edugate.gateway.services.bus import BusConfig
+from edugate.gateway.web.config import WebConfig
 
 SCHEMA_VERSION = 1
 

@@ -12,7 +12,7 @@ and it can misbehave on demand. In a test (one event loop)::
 
 From a shell (a reader that shows a few cards in turn, for the demo)::
 
-    python -m simulators.em4100 --link /tmp/edugate/ttyRFID --card 0A1B2C3D4E --card 0F00BA4411 --every 3
+    python -m edugate.simulators.em4100 --link /tmp/edugate/ttyRFID --card 0A1B2C3D4E --card 0F00BA4411 --every 3
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from simulators.serial_pty import PtyPort
+from edugate.simulators.serial_pty import PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.em4100", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edugate.simulators.em4100", description=__doc__.split("\n")[0])
     parser.add_argument("--link", required=True, help="path the driver opens (its 'port'), e.g. /tmp/edugate/ttyRFID")
     parser.add_argument("--card", action="append", default=[], help="a 5-byte UID in hex (repeatable)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between taps (default 5)")

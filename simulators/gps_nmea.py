@@ -16,7 +16,7 @@ In a test (one event loop)::
         sim.set_fix(False); sim.pause(); sim.resume(); sim.unplug(); sim.plug()
         sim.sent  # what was sent, epoch by epoch (positions as the NMEA text encodes them)
 
-From a shell: ``python -m simulators.gps_nmea --link /tmp/edugate/ttyGPS`` (then point a
+From a shell: ``python -m edugate.simulators.gps_nmea --link /tmp/edugate/ttyGPS`` (then point a
 ``gps-nmea`` device's ``serial_port`` at that path).
 """
 
@@ -33,7 +33,7 @@ from functools import reduce
 from pathlib import Path
 from types import TracebackType
 
-from simulators.serial_pty import PtyPort
+from edugate.simulators.serial_pty import PtyPort
 
 EARTH_M = 6_371_000.0
 KMH_PER_KNOT = 1.852

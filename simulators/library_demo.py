@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.privacy import Pseudonymizer, load_or_create_key
-from simulators.servers import free_port
+from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.simulators.servers import free_port
 
 GATE, SELFCHECK = "library-gate", "library-selfcheck"
 DEMO_CARDS = {"0A1B2C3D4E": "P00001", "0F00BA4411": "P00002"}  # card UID -> the library's patron barcode
@@ -53,7 +53,7 @@ def start_library(raw: dict[str, Any], workdir: Path, spawn: Callable[[str, list
             argv = ["selfcheck", "--link", dev["port"], *items[:4], *cards, "--every", "8"]
         else:
             argv = ["gate", "--link", dev["port"], *items, "--every", "2"]
-        spawn(f"sim-{dev['id']}", [sys.executable, "-m", "simulators.station", *argv])
+        spawn(f"sim-{dev['id']}", [sys.executable, "-m", "edugate.simulators.station", *argv])
         names.append(f"sim-{dev['id']}")
-    spawn("sim-sip2", [sys.executable, "-m", "simulators.sip2", "--port", str(port), *logins])
+    spawn("sim-sip2", [sys.executable, "-m", "edugate.simulators.sip2", "--port", str(port), *logins])
     return [*names, "sim-sip2"]

@@ -1,6 +1,6 @@
 """Simulated Modbus lab sensors on a real pymodbus server: TCP, or RTU over a pseudo-terminal pair.
 
-Each unit serves a device profile (``config/profiles/<name>.yaml``) with values
+Each unit serves a device profile (``drivers/modbus/profiles/<name>.yaml``) with values
 that drift realistically (a slow random walk within the profile's ``sim``
 range plus a daily sinusoid), and can be told at runtime to misbehave
 (:class:`Fault`), to answer slowly, or to vanish with the whole server.
@@ -19,7 +19,7 @@ null-modem cable (two pty pairs joined by a relay); clients open
 ``sim.device_path`` like a USB-RS485 adapter.
 
 From synchronous code or the demo: ``with SimulatorThread(ModbusSimulator(...)) as sim: ...``.
-From a shell: ``python -m simulators.modbus --port 5020 --units 1-10 --profile lab-th``.
+From a shell: ``python -m edugate.simulators.modbus --port 5020 --units 1-10 --profile lab-th``.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus_codec import Point
-from drivers.modbus_config import Profile, SimHint, load_profile
-from simulators.servers import free_port
+from edugate.drivers.modbus.codec import Point
+from edugate.drivers.modbus.config import Profile, SimHint, load_profile
+from edugate.simulators.servers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +583,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.modbus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edugate.simulators.modbus", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5020, help="TCP port (default 5020; 0 = any free port)")
     parser.add_argument("--units", type=parse_units, action="append", help="unit ids, e.g. 1-10 or 1,3 "

@@ -16,7 +16,7 @@ answer; a host ACK (abort) is accepted. In a test (one event loop)::
         sim.inject(Fault.SILENCE, count=None); sim.clear()   # until cleared
         sim.unplug(); sim.replug()                           # same path, a new pty, asleep again
 
-From a shell: ``python -m simulators.pn532 --link /tmp/edugate/ttyNFC --card 04A1B2C3 --every 5``.
+From a shell: ``python -m edugate.simulators.pn532 --link /tmp/edugate/ttyNFC --card 04A1B2C3 --every 5``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from drivers import pn532_codec as codec
-from simulators.serial_pty import PtyPort
+from edugate.drivers.pn532 import codec as codec
+from edugate.simulators.serial_pty import PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.pn532", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edugate.simulators.pn532", description=__doc__.split("\n")[0])
     parser.add_argument("--link", required=True, help="path the driver opens (its 'port'), e.g. /tmp/edugate/ttyNFC")
     parser.add_argument("--card", action="append", default=[], help="a 4-, 7- or 10-byte UID in hex (repeatable)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between taps (default 5)")

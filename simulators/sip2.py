@@ -21,7 +21,7 @@ out twice). Faults on demand::
 
 From a shell (the demo's library system)::
 
-    python -m simulators.sip2 --port 6001 --login edugate-gate:secret --login edugate-selfcheck-1:secret
+    python -m edugate.simulators.sip2 --port 6001 --login edugate-gate:secret --login edugate-selfcheck-1:secret
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from drivers import sip2_codec as codec
-from drivers.sip2_codec import SIP2ChecksumError, SIP2FormatError
+from edugate.drivers.library import sip2_codec as codec
+from edugate.drivers.library.sip2_codec import SIP2ChecksumError, SIP2FormatError
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.sip2", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edugate.simulators.sip2", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6001)
     parser.add_argument("--login", action="append", default=[],

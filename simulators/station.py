@@ -13,7 +13,7 @@ opens, and keep every line the gateway writes back. In a test (one event loop)::
 
 From a shell, for the demo (a gate that sees a few people and items)::
 
-    python -m simulators.station gate --link /tmp/edugate/ttyGATE --item 30112000000017 --every 5
+    python -m edugate.simulators.station gate --link /tmp/edugate/ttyGATE --item 30112000000017 --every 5
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from drivers.station_lines import BadLine, LineDecoder, encode_line
-from simulators.serial_pty import PtyPort
+from edugate.drivers.library.station_lines import BadLine, LineDecoder, encode_line
+from edugate.simulators.serial_pty import PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ async def _station(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.station", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edugate.simulators.station", description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=["gate", "selfcheck"])
     parser.add_argument("--link", required=True, help="path the driver opens (its 'port')")
     parser.add_argument("--item", action="append", default=[], help="an item id (repeatable)")

@@ -17,8 +17,8 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from simulators.em4100 import EM4100Simulator
-from simulators.pn532 import PN532Simulator
+from edugate.simulators.em4100 import EM4100Simulator
+from edugate.simulators.pn532 import PN532Simulator
 
 ReaderKind = Literal["em4100", "pn532"]
 

@@ -24,9 +24,9 @@ import asyncio
 import errno
 from collections.abc import AsyncIterator, Iterable
 
-from drivers import evdev_keys as keys
-from drivers.wedge import InputEvent
-from simulators.fake_device import PluggableDevice
+from edugate.drivers.wedge import evdev_keys as keys
+from edugate.drivers.wedge.driver import InputEvent
+from edugate.simulators.fake_device import PluggableDevice
 
 _CODES: dict[str, tuple[int, bool]] = {
     **{ch: (code, False) for ch, code in keys.DIGIT_KEYS.items()},

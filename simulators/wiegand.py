@@ -30,8 +30,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from drivers.wiegand_codec import Edge, encode, encode26
-from simulators.fake_device import PluggableDevice
+from edugate.drivers.wiegand.codec import Edge, encode, encode26
+from edugate.simulators.fake_device import PluggableDevice
 
 PULSE_NS = 50_000
 INTERVAL_NS = 2_000_000

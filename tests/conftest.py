@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.servers import Mosquitto, VictoriaMetrics
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ async def wait_async(predicate: Callable[[], Any], seconds: float, what: str) ->
 def send_command(broker_url: str, key: Path, school: str, gateway: str, name: str, args: dict) -> dict:
     """Sign and send a command with ``edugate send``; return the gateway's cmd-result."""
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli_commands", "send", "--key", f"{key}.pem", "--broker", broker_url,
+        [sys.executable, "-m", "edugate.central.command_tools", "send", "--key", f"{key}.pem", "--broker", broker_url,
          "--school", school, "--gateway", gateway, "--name", name, "--args", json.dumps(args),
          "--ttl", "120", "--timeout", "15"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -151,7 +151,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", str(self.config_path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edugate.cli.main", "run", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
         log.close()
         wait_for(self.outbox_path.exists, 20, "the gateway to create its outbox")

@@ -22,11 +22,11 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from drivers.base import ID_PATTERN
-from gateway.web.config import Threshold
-from gateway.web.live import LiveData
-from gateway.web.site import Admin, SiteAuth, Viewer, build_site, check_csrf, page
-from gateway.web.views import status_view
+from edugate.common.web.site import Admin, SiteAuth, Viewer, build_site, check_csrf, page
+from edugate.drivers.base import ID_PATTERN
+from edugate.gateway.web.config import Threshold
+from edugate.gateway.web.live import LiveData
+from edugate.gateway.web.views import status_view
 
 ACTION_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 ROOM_PATTERN = r"^[^\x00-\x1f]{1,64}$"

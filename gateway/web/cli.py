@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.web.auth import ROLES, UsersFileError, UserStore
+from edugate.common.web.auth import ROLES, UsersFileError, UserStore
 
 web_user = typer.Typer(help="Who may log in to the web pages (the gateway's, or central's).", no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def _store(config: Path | None, users_file: Path | None) -> UserStore:
         raise typer.BadParameter("give either --config GATEWAY.yaml or --users-file FILE")
     if users_file is not None:
         return UserStore(users_file)
-    from gateway.cli import _load_or_exit
+    from edugate.cli.main import _load_or_exit
 
     cfg = _load_or_exit(config)  # type: ignore[arg-type]
     return UserStore(cfg.web.users_path(Path(cfg.storage.path).parent))
@@ -120,11 +120,11 @@ def central(
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Central fleet pages: every gateway's state (from the broker) with backlog, alerts and plots (from the store)."""
-    from gateway.cli import setup_logging
-    from gateway.cli_ingest import check_store_url, parse_broker_url
-    from gateway.web.auth import SessionSigner, load_or_create_secret
-    from gateway.web.central import Central, StateFollower, Store, create_central_app, run_central
-    from gateway.web.site import SiteAuth
+    from edugate.central.cli_ingest import check_store_url, parse_broker_url
+    from edugate.central.web.pages import Central, StateFollower, Store, create_central_app, run_central
+    from edugate.cli.main import setup_logging
+    from edugate.common.web.auth import SessionSigner, load_or_create_secret
+    from edugate.common.web.site import SiteAuth
 
     try:
         mqtt_host, mqtt_port, tls = parse_broker_url(broker)

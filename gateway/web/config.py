@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.base import ID_PATTERN
+from edugate.drivers.base import ID_PATTERN
 
 VALUE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 

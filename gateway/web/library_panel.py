@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.web.views import ago, local_time
+from edugate.gateway.web.views import ago, local_time
 
 CHART_HOURS = 24
 CHART_SLOT = 20.0  # chart units per hour; the SVG stretches to the card's width

@@ -20,15 +20,15 @@ import aiomqtt
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.pipeline import GATEWAY_DEVICE
-from gateway.records import Reading
-from gateway.web.app import AdminAction, GatewaySite, create_gateway_app
-from gateway.web.auth import SessionSigner, UserStore, load_or_create_secret
-from gateway.web.live import LiveData
-from gateway.web.site import SiteAuth
+from edugate.common.web.auth import SessionSigner, UserStore, load_or_create_secret
+from edugate.common.web.site import SiteAuth
+from edugate.contract.records import Reading
+from edugate.gateway.runtime.pipeline import GATEWAY_DEVICE
+from edugate.gateway.web.app import AdminAction, GatewaySite, create_gateway_app
+from edugate.gateway.web.live import LiveData
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from edugate.gateway.runtime.gateway import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from gateway.web.library_panel import LibraryPanel
+    from edugate.gateway.web.library_panel import LibraryPanel
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -109,7 +109,9 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
 
 
 def _library(info: dict[str, Any], tz: str, now: float, devices: Any) -> LibraryPanel:
-    from gateway.web.library_panel import library_view  # imported here: it uses this module's ago(), local_time()
+    from edugate.gateway.web.library_panel import (
+        library_view,  # imported here: it uses this module's ago(), local_time()
+    )
 
     return library_view(info, tz, now, devices if isinstance(devices, dict) else None)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.eventstore import EventStore
+from edugate.central.eventstore import EventStore
 from tests.central import event, telemetry
 
 

@@ -24,9 +24,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gateway.cli_ingest import ingest
-from gateway.ingest import IngestConfig, IngestWorker
-from simulators.servers import Mosquitto, VictoriaMetrics
+from edugate.central.cli_ingest import ingest
+from edugate.central.ingest.worker import IngestConfig, IngestWorker
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 from tests.central import BASE_TS, Publisher, batches, event, telemetry, topic, wait_until
 from tests.vmquery import export, sample_count
 
@@ -57,13 +57,13 @@ def running_worker(mosquitto: Mosquitto, store_url: str, client_id: str = "inges
 
 
 class WorkerProcess:
-    """``python -m gateway.cli_ingest`` in a subprocess, watched through its ``--stats-file``."""
+    """``python -m edugate.central.cli_ingest`` in a subprocess, watched through its ``--stats-file``."""
 
     def __init__(self, tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics, client_id: str,
                  *extra: str) -> None:
         self.stats_path = tmp_path / f"{client_id}.stats.json"
         self.log_path = tmp_path / f"{client_id}.log"
-        self.argv = [sys.executable, "-m", "gateway.cli_ingest", "--client-id", client_id,
+        self.argv = [sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", client_id,
                      "--broker", mosquitto.url, "--store-url", victoria.url, "--stats-file", str(self.stats_path),
                      "--summary-interval", "1", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -290,14 +290,15 @@ def test_two_workers_share_the_load(tmp_path: Path, mosquitto: Mosquitto, victor
     for w in workers:
         final = json.loads(w.stats_path.read_text())
         assert final["messages_acked"] == final["messages"] > 0
-        assert "gateway.ingest: ingest: " in w.log() and " points/s), " in w.log(), "periodic summary line"
+        log = w.log()
+        assert "edugate.central.ingest.worker: ingest: " in log and " points/s), " in log, "periodic summary line"
         assert f"ingest stopped: {final['messages']} msgs" in w.log()
     assert stored(victoria.url) == expected_telemetry("gw-a", recs)
 
 
 def test_store_down_nothing_lost(mosquitto: Mosquitto, victoria: VictoriaMetrics,
                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.ingest")
+    caplog.set_level(logging.INFO, logger="edugate.central.ingest.worker")
     recs = lab_records(1, 300)
     with running_worker(mosquitto, victoria.url) as worker:
         victoria.stop()
@@ -336,7 +337,7 @@ def test_broker_restart_reconnects_quickly(mosquitto: Mosquitto, victoria: Victo
 
 def test_garbled_payloads_are_counted_logged_and_acked(mosquitto: Mosquitto, victoria: VictoriaMetrics,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="gateway.ingest")
+    caplog.set_level(logging.WARNING, logger="edugate.central.ingest.worker")
     tele = topic(SCHOOL, "gw-a", "telemetry")
     good = lab_records(1, 4)
     no_seq = {k: v for k, v in telemetry(5).items() if k != "seq"}

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.fleet import FleetTable, InvalidState, parse_state
-from gateway.ingest_lineproto import (
+from edugate.central.fleet import FleetTable, InvalidState, parse_state
+from edugate.central.ingest.lineproto import (
     InvalidTopic,
     LineEncoder,
     Topic,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.records import Event, Item, Reading
+from edugate.contract.records import Event, Item, Reading
 
 
 class FakeEmit:

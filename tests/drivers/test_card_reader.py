@@ -10,14 +10,14 @@ from typing import Literal
 
 import orjson
 
-from drivers.base import DriverContext
-from drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver, Outcome
-from gateway.access import AccessControl, AllowList
-from gateway.clock import Clock
-from gateway.outbox import Outbox
-from gateway.pipeline import Pipeline
-from gateway.privacy import Pseudonymizer
-from gateway.records import Kind
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Kind
+from edugate.drivers.base import DriverContext
+from edugate.drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver, Outcome
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import Pipeline
+from edugate.gateway.services.access import AccessControl, AllowList
 
 UID = bytes.fromhex("04A22B1C")
 

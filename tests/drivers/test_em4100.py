@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.base import DeviceState, DriverContext
-from drivers.card_reader import CardReaderDriver
-from drivers.em4100 import BadFrame, EM4100Config, EM4100Decoder, EM4100Driver
-from gateway.privacy import Pseudonymizer
-from gateway.records import Event
-from simulators.em4100 import EM4100Simulator, encode_frame
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Event
+from edugate.drivers.base import DeviceState, DriverContext
+from edugate.drivers.card_reader import CardReaderDriver
+from edugate.drivers.em4100.driver import BadFrame, EM4100Config, EM4100Decoder, EM4100Driver
+from edugate.simulators.em4100 import EM4100Simulator, encode_frame
 from tests.drivers.fakes import FakeEmit, until
 
 PSEUDONYMIZE = Pseudonymizer(bytes(range(32)))
@@ -59,7 +59,7 @@ def assert_no_uid_logged(text: str, uids: tuple[bytes, ...]) -> None:
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     """What the drivers logged at ``level`` or above, in the test and its fixtures' setup."""
     records = caplog.get_records("setup") + caplog.get_records("call")
-    return [r.getMessage() for r in records if r.levelno >= level and r.name.startswith("drivers.")]
+    return [r.getMessage() for r in records if r.levelno >= level and r.name.startswith("edugate.drivers.")]
 
 
 @contextlib.asynccontextmanager

@@ -18,10 +18,17 @@ from typing import Any
 import pynmea2
 import pytest
 
-from drivers.base import DeviceState
-from drivers.gps_nmea import BadSentence, GpsNmeaConfig, GpsNmeaDriver, GpsState, NmeaParser, parse_sentence
-from drivers.registry import driver_class
-from simulators.gps_nmea import GpsSimulator, Route, nmea_lat, nmea_lon, sentence
+from edugate.drivers.base import DeviceState
+from edugate.drivers.gps_nmea.driver import (
+    BadSentence,
+    GpsNmeaConfig,
+    GpsNmeaDriver,
+    GpsState,
+    NmeaParser,
+    parse_sentence,
+)
+from edugate.drivers.registry import driver_class
+from edugate.simulators.gps_nmea import GpsSimulator, Route, nmea_lat, nmea_lon, sentence
 from tests.drivers.fakes import FakeEmit, until
 
 PERIOD = 0.02  # real seconds per simulated GPS second
@@ -158,7 +165,7 @@ async def test_readings_follow_the_route(tmp_path: Path) -> None:
 
 async def test_bad_sentences_are_counted_logged_and_skipped(tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.gps_nmea")
+    caplog.set_level(logging.WARNING, logger="edugate.drivers.gps_nmea.driver")
     async with running(tmp_path) as (driver, sim, emit):
         await emit.next()
         sim.inject_bad_checksum(3)
@@ -221,7 +228,7 @@ async def test_unplug_and_replug_recovers(tmp_path: Path) -> None:
 
 async def test_silence_and_garbage_only_mark_the_receiver_offline(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="drivers.gps_nmea")
+    caplog.set_level(logging.INFO, logger="edugate.drivers.gps_nmea.driver")
     async with running(tmp_path, silence_s=0.3) as (driver, sim, emit):
         await emit.next()
         sim.pause()

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.base import DeviceState, DriverContext
-from drivers.library_gate import (
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Event, Item, Reading
+from edugate.drivers.base import DeviceState, DriverContext
+from edugate.drivers.library.gate import (
     ITEM_PREFIX,
     BadCommand,
     LibraryGateConfig,
@@ -26,11 +28,9 @@ from drivers.library_gate import (
     decide,
     parse_gate_line,
 )
-from drivers.sip2_codec import ItemInfo
-from gateway.privacy import Pseudonymizer
-from gateway.records import Event, Item, Reading
-from simulators.sip2 import SimItem, Sip2Simulator
-from simulators.station import GateSimulator
+from edugate.drivers.library.sip2_codec import ItemInfo
+from edugate.simulators.sip2 import SimItem, Sip2Simulator
+from edugate.simulators.station import GateSimulator
 
 PSEUDO = Pseudonymizer(bytes(range(32)))
 ON_LOAN, ON_SHELF, MISSING = "30112000000017", "30112000000024", "30112000000031"
@@ -271,7 +271,7 @@ async def test_unplugged_gate_reader_comes_back(ils: Sip2Simulator, tmp_path: Pa
 
 
 def test_station_line_framing() -> None:
-    from drivers.station_lines import BadLine, LineDecoder, encode_line
+    from edugate.drivers.library.station_lines import BadLine, LineDecoder, encode_line
 
     assert encode_line("TAG 30112000000017 AFI=07") == b"TAG 30112000000017 AFI=07*21\r\n"
     decoder = LineDecoder()

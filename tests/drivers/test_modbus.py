@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState
-from drivers.modbus import ModbusDeviceConfig, ModbusDriver, endpoint_key
-from gateway.records import Item, Reading, Rejected
-from simulators.modbus import Fault, ModbusSimulator
-from simulators.servers import free_port
+from edugate.contract.records import Item, Reading, Rejected
+from edugate.drivers.base import DeviceState
+from edugate.drivers.modbus.driver import ModbusDeviceConfig, ModbusDriver, endpoint_key
+from edugate.simulators.modbus import Fault, ModbusSimulator
+from edugate.simulators.servers import free_port
 
 PERIOD = 0.05
 TIMEOUT = 0.2
@@ -90,7 +90,7 @@ class LogWatch(logging.Handler):
 @pytest.fixture
 def logs() -> Iterator[LogWatch]:
     watch = LogWatch()
-    logger = logging.getLogger("drivers.modbus")
+    logger = logging.getLogger("edugate.drivers.modbus.driver")
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
     logger.addHandler(watch)
@@ -308,7 +308,7 @@ async def test_a_faulty_device_goes_offline_with_one_clear_message_and_comes_bac
 
 async def test_pymodbus_does_not_log_on_every_retry(readings: Readings, caplog: pytest.LogCaptureFixture,
                                                     logs: LogWatch) -> None:
-    caplog.set_level(logging.DEBUG, logger="drivers.modbus")
+    caplog.set_level(logging.DEBUG, logger="edugate.drivers.modbus.driver")
     async with ModbusSimulator({3: "co2-ndir"}, drift=False) as sim:
         driver = device(sim, 3)
         async with running(driver, emit=readings):
@@ -402,7 +402,7 @@ async def test_a_bus_needs_one_set_of_serial_settings(readings: Readings, logs: 
 
 
 async def test_closing_the_last_device_releases_the_endpoint() -> None:
-    from drivers.modbus import _endpoints
+    from edugate.drivers.modbus.driver import _endpoints
 
     async with ModbusSimulator({1: "lab-th", 2: "lab-th"}, drift=False) as sim:
         a, b = device(sim, 1), device(sim, 2)

@@ -8,7 +8,7 @@ import struct
 import pytest
 from pymodbus.framer import FramerRTU
 
-from drivers.modbus_codec import (
+from edugate.drivers.modbus.codec import (
     MAX_READ_COUNT,
     Point,
     crc16,

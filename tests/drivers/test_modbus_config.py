@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus import ModbusDeviceConfig, ModbusDriver
-from drivers.modbus_config import BUILTIN_PROFILES, PROFILE_PATH_ENV, available_profiles, load_profile
-from gateway.config import ConfigError, load_config, parse_config
+from edugate.drivers.modbus.config import BUILTIN_PROFILES, PROFILE_PATH_ENV, available_profiles, load_profile
+from edugate.drivers.modbus.driver import ModbusDeviceConfig, ModbusDriver
+from edugate.gateway.config import ConfigError, load_config, parse_config
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from drivers import pn532_codec as codec
-from drivers.base import DeviceState
-from drivers.pn532 import PN532Config, PN532Driver
-from gateway.records import Event
-from simulators.pn532 import Fault, PN532Simulator
+from edugate.contract.records import Event
+from edugate.drivers.base import DeviceState
+from edugate.drivers.pn532 import codec as codec
+from edugate.drivers.pn532.driver import PN532Config, PN532Driver
+from edugate.simulators.pn532 import Fault, PN532Simulator
 from tests.drivers.fakes import FakeEmit, until
 from tests.drivers.test_em4100 import PSEUDONYMIZE, assert_no_uid_logged, messages, running
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers import pn532_codec as codec
-from drivers.pn532_codec import Frame, FrameError, FrameSplitter, ResponseError, Target
+from edugate.drivers.pn532 import codec as codec
+from edugate.drivers.pn532.codec import Frame, FrameError, FrameSplitter, ResponseError, Target
 
 H = bytes.fromhex
 

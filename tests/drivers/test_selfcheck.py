@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DriverContext
-from drivers.library_patrons import PatronFileError, PatronMap, load_patrons
-from drivers.selfcheck import SelfCheckConfig, SelfCheckDriver
-from gateway.privacy import Pseudonymizer
-from gateway.records import Event, Item
-from simulators.sip2 import SimItem, SimPatron, Sip2Simulator
-from simulators.station import StationSimulator
-from simulators.wedge import FakeKeyboard
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Event, Item
+from edugate.drivers.base import DriverContext
+from edugate.drivers.library.patrons import PatronFileError, PatronMap, load_patrons
+from edugate.drivers.library.selfcheck import SelfCheckConfig, SelfCheckDriver
+from edugate.simulators.sip2 import SimItem, SimPatron, Sip2Simulator
+from edugate.simulators.station import StationSimulator
+from edugate.simulators.wedge import FakeKeyboard
 
 PSEUDO = Pseudonymizer(bytes(range(32)))
 CARD = bytes.fromhex("0A1B2C3D4E")

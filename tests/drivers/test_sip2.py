@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers import sip2_codec as codec
-from drivers.sip2 import (
+from edugate.drivers.library import sip2_codec as codec
+from edugate.drivers.library.sip2 import (
     Sip2Client,
     SIP2LoginRefused,
     SIP2OutcomeUnknown,
@@ -23,8 +23,8 @@ from drivers.sip2 import (
     Sip2Settings,
     SIP2Unavailable,
 )
-from simulators.servers import free_port
-from simulators.sip2 import SimItem, SimPatron, Sip2Simulator
+from edugate.simulators.servers import free_port
+from edugate.simulators.sip2 import SimItem, SimPatron, Sip2Simulator
 
 PATRON = "P7654321"
 BLOCKED = "P0000666"

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from drivers import sip2_codec as codec
-from drivers.sip2_codec import SIP2ChecksumError, SIP2FormatError, checksum, encode, parse
+from edugate.drivers.library import sip2_codec as codec
+from edugate.drivers.library.sip2_codec import SIP2ChecksumError, SIP2FormatError, checksum, encode, parse
 
 WHEN = dt.datetime(2026, 11, 23, 9, 30, 5)
 DATE = "20261123    093005"

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from drivers import evdev_keys as keys
-from drivers.base import DeviceState, DriverContext
-from drivers.registry import driver_class
-from drivers.wedge import BadRead, KeyDecoder, WedgeConfig, WedgeDriver, interpret
-from gateway.privacy import Pseudonymizer
-from gateway.records import Event
-from simulators.wedge import FakeKeyboard, press_events, typing_events
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Event
+from edugate.drivers.base import DeviceState, DriverContext
+from edugate.drivers.registry import driver_class
+from edugate.drivers.wedge import evdev_keys as keys
+from edugate.drivers.wedge.driver import BadRead, KeyDecoder, WedgeConfig, WedgeDriver, interpret
+from edugate.simulators.wedge import FakeKeyboard, press_events, typing_events
 from tests.drivers.fakes import FakeEmit, until
 
 KEY = bytes(range(32))
@@ -199,7 +199,7 @@ async def test_bad_reads_are_counted_and_the_next_card_works(caplog: pytest.LogC
         assert counters["bad_reads.bad_length"] == counters["bad_reads.empty"] == 1
         assert driver.health.state is DeviceState.ONLINE  # a bad read is not a dead reader
         assert driver.health.last_error and "read rejected" in driver.health.last_error
-        messages = [r.getMessage() for r in caplog.records if r.name == "drivers.wedge"]
+        messages = [r.getMessage() for r in caplog.records if r.name == "edugate.drivers.wedge.driver"]
         assert any("door-1" in m and "not hex digits" in m for m in messages)
         assert len(emit.taps()) == 1
 
@@ -216,7 +216,7 @@ async def test_a_fragment_without_enter_is_dropped_after_the_key_timeout() -> No
 
 
 async def test_unplugged_reader_goes_offline_and_comes_back(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="drivers.wedge")
+    caplog.set_level(logging.INFO, logger="edugate.drivers.wedge.driver")
     async with running(config()) as (driver, kb, emit):
         kb.type(UID_HEX)
         await emit.next()
@@ -274,7 +274,7 @@ async def test_the_card_number_never_reaches_the_logs(caplog: pytest.LogCaptureF
 
 def test_real_evdev_on_a_missing_or_wrong_device_raises_oserror(tmp_path: Any) -> None:
     pytest.importorskip("evdev", reason="python-evdev not installed")
-    from drivers.wedge import EvdevSource
+    from edugate.drivers.wedge.driver import EvdevSource
 
     with pytest.raises(FileNotFoundError):
         EvdevSource.open(str(tmp_path / "event99"))

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceState, DriverContext
-from drivers.registry import driver_class
-from drivers.wiegand import GpiodEdgeSource, WiegandConfig, WiegandDriver
-from gateway.privacy import Pseudonymizer
-from gateway.records import Event
-from simulators.wiegand import FakeGpioOutput, FakeWiegandReader
+from edugate.common.privacy import Pseudonymizer
+from edugate.contract.records import Event
+from edugate.drivers.base import DeviceState, DriverContext
+from edugate.drivers.registry import driver_class
+from edugate.drivers.wiegand.driver import GpiodEdgeSource, WiegandConfig, WiegandDriver
+from edugate.simulators.wiegand import FakeGpioOutput, FakeWiegandReader
 from tests.drivers.fakes import FakeEmit, until
 
 KEY = bytes(range(32, 64))
@@ -89,7 +89,7 @@ async def test_a_card_becomes_one_pseudonymous_tap_and_repeats_are_debounced() -
 ])
 async def test_a_bad_frame_is_counted_and_the_next_card_works(damage: dict[str, Any], reason: str,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.wiegand")
+    caplog.set_level(logging.WARNING, logger="edugate.drivers.wiegand.driver")
     async with running(config()) as (driver, reader, _, emit):
         await reader.present26(FACILITY, NUMBER, **damage)
         await until(lambda: driver.health.counters.get("bad_frames") == 1)
@@ -166,7 +166,7 @@ async def test_deny_beeps_three_times_without_the_led() -> None:
 
 
 async def test_broken_feedback_lines_do_not_lose_taps(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="drivers.wiegand")
+    caplog.set_level(logging.WARNING, logger="edugate.drivers.wiegand.driver")
     async with running(config(debounce_s=0)) as (driver, reader, outputs, emit):
         outputs.fail = OSError(19, "No such device")
         await reader.present26(FACILITY, NUMBER)

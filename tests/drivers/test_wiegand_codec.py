@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.wiegand_codec import (
+from edugate.drivers.wiegand.codec import (
     FRAME_GAP_NS,
     Edge,
     FrameAssembler,
@@ -14,7 +14,7 @@ from drivers.wiegand_codec import (
     encode,
     encode26,
 )
-from simulators.wiegand import frame_edges
+from edugate.simulators.wiegand import frame_edges
 
 MS = 1_000_000
 US = 1_000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.servers import Mosquitto, VictoriaMetrics
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 from tests.helpers import REPO
 
 
@@ -21,7 +21,7 @@ def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
     group = getattr(request, "param", "edugate-ingest")
     log_path = tmp_path / "ingest.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-e2e",
+        proc = subprocess.Popen([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "ingest-e2e",
                                  "--broker", mosquitto.url, "--store-url", victoria.url, "--group", group,
                                  "--events-db", str(tmp_path / "events.sqlite")],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -35,6 +35,6 @@ def central_key(tmp_path: Path) -> Path:
     """Central's Ed25519 command key pair (``<path>.pem`` and ``<path>.pub.pem``)."""
     out = tmp_path / "central" / "cmd"
     out.parent.mkdir()
-    subprocess.run([sys.executable, "-m", "gateway.cli_commands", "keygen", "--out", str(out)], check=True,
+    subprocess.run([sys.executable, "-m", "edugate.central.command_tools", "keygen", "--out", str(out)], check=True,
                    capture_output=True, cwd=REPO)
     return out

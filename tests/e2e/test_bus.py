@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.privacy import Pseudonymizer, load_or_create_key
-from simulators.em4100 import EM4100Simulator
-from simulators.gps_nmea import HCMC_ROUTE, GpsSimulator
+from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.simulators.em4100 import EM4100Simulator
+from edugate.simulators.gps_nmea import HCMC_ROUTE, GpsSimulator
 from tests.helpers import Collector, GatewayProcess, send_command, wait_async
 from tests.vmquery import export
 
@@ -70,7 +70,7 @@ async def test_boarding_alighting_with_position_and_the_left_onboard_alert(
     [series] = await wait_async(alert_stored, 20, "the alert in VictoriaMetrics")
     assert series["metric"]["alert"] == "true" and series["metric"]["room"] == "bus-07"
     # central ops find who was left on board in the event log (the pseudonym; the school re-identifies it)
-    argv = [sys.executable, "-m", "gateway.cli", "events", "--db", str(tmp_path / "events.sqlite"),
+    argv = [sys.executable, "-m", "edugate.cli.main", "events", "--db", str(tmp_path / "events.sqlite"),
             "--type", "bus_left_onboard", "--since", "1h"]
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -11,9 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from gateway.privacy import Pseudonymizer, load_or_create_key
-from simulators.em4100 import EM4100Simulator
-from simulators.servers import Mosquitto
+from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.simulators.em4100 import EM4100Simulator
+from edugate.simulators.servers import Mosquitto
 from tests.helpers import Collector, GatewayProcess, outbox_state, send_command, wait_async
 from tests.vmquery import export
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulators.modbus import ModbusSimulator, SimulatorThread
-from simulators.servers import Mosquitto, VictoriaMetrics
+from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
 from tests.vmquery import export
 

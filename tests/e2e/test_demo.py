@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.demo import DEMO_CONFIG, DemoSchool
+from edugate.cli.demo import DEMO_CONFIG, DemoSchool
 from tests.helpers import REPO, wait_for
 
 
@@ -37,7 +37,7 @@ def test_demo_school_reaches_central(tmp_path: Path) -> None:
 
 
 def test_demo_command_runs_for_a_while_and_exits_cleanly(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--duration", "12",
+    result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "demo", "--duration", "12",
                              "--workdir", str(tmp_path / "d")], capture_output=True, text=True, cwd=REPO,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

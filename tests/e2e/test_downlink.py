@@ -16,9 +16,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.clock import Clock
-from gateway.commands import Downlink, DownlinkConfig, load_private_key, sign_command
-from simulators.servers import Mosquitto
+from edugate.gateway.downlink.commands import Downlink, DownlinkConfig, load_private_key, sign_command
+from edugate.gateway.runtime.clock import Clock
+from edugate.simulators.servers import Mosquitto
 from tests.helpers import REPO
 
 
@@ -53,8 +53,9 @@ class Site:
     relay: Relay
 
     async def cli(self, *args: str) -> tuple[int, dict[str, Any] | None, str]:
-        """``python -m gateway.cli_commands ARGS``: exit code, the JSON it printed (if any), its stderr."""
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli_commands", *args, cwd=REPO,
+        """``python -m edugate.central.command_tools ARGS``: exit code, the JSON it printed (if any), its stderr."""
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edugate.central.command_tools",
+                                                    *args, cwd=REPO,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode is not None

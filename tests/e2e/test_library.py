@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.privacy import Pseudonymizer, load_or_create_key
-from simulators.servers import Mosquitto, VictoriaMetrics
-from simulators.sip2 import SimItem, SimPatron, Sip2Simulator
-from simulators.station import GateSimulator, StationSimulator
+from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics
+from edugate.simulators.sip2 import SimItem, SimPatron, Sip2Simulator
+from edugate.simulators.station import GateSimulator, StationSimulator
 from tests.e2e.test_cards import spellings
 from tests.helpers import REPO, Collector, GatewayProcess, outbox_state, wait_async
 from tests.vmquery import export
@@ -40,7 +40,7 @@ def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path) -> I
     """A plain (non-shared) subscription: Mosquitto restores it after a restart (docs/operators.md)."""
     log_path = tmp_path / "ingest.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-library",
+        proc = subprocess.Popen([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "ingest-library",
                                  "--group", "", "--broker", mosquitto.url, "--store-url", victoria.url],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     yield log_path
@@ -147,7 +147,8 @@ async def test_library_end_to_end_with_outages_and_privacy_canary(
     month = dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=7))).strftime("%Y-%m")
 
     def report() -> list[dict] | None:
-        out = subprocess.run([sys.executable, "-m", "gateway.cli_library", "--store-url", victoria.url, "--month",
+        out = subprocess.run([sys.executable, "-m", "edugate.central.library_report", "--store-url",
+                             victoria.url, "--month",
                               month, "--format", "csv", "--school", SCHOOL], capture_output=True, text=True,
                              cwd=REPO, timeout=60)
         rows = list(csv.DictReader(io.StringIO(out.stdout)))

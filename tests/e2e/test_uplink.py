@@ -6,7 +6,7 @@ import random
 import time
 from pathlib import Path
 
-from simulators.servers import Mosquitto
+from edugate.simulators.servers import Mosquitto
 from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
 
 

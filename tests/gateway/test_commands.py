@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from drivers.base import CommandError
-from gateway import __version__
-from gateway.cli_commands import app as cli_app
-from gateway.commands import (
+from edugate.central.command_tools import app as cli_app
+from edugate.contract import __version__
+from edugate.drivers.base import CommandError
+from edugate.gateway.downlink.commands import (
     CommandArgs,
     CommandRegistry,
     Downlink,
@@ -232,7 +232,7 @@ def test_rejections_say_why(rig: Rig, intruder: Ed25519PrivateKey, case: str,
                             caplog: pytest.LogCaptureFixture) -> None:
     make, code, reason = REJECTIONS[case]
     envelope, topic_name = make(rig, intruder)
-    with caplog.at_level(logging.WARNING, logger="gateway.commands"):
+    with caplog.at_level(logging.WARNING, logger="edugate.gateway.downlink.commands"):
         result = rig.send(envelope, topic_name)
     assert result["status"] == "rejected"
     assert result["code"] == code
@@ -466,7 +466,7 @@ def test_handler_failures_become_failed_answers(tmp_path: Path, clock: FakeClock
 
     for name, handler in {"t.refuses": refuses, "t.crashes": crashes, "t.hangs": hangs, "t.json": not_json}.items():
         rig.downlink.registry.register(name, CommandArgs, handler)
-    with caplog.at_level(logging.ERROR, logger="gateway.commands"):
+    with caplog.at_level(logging.ERROR, logger="edugate.gateway.downlink.commands"):
         answers = {name: rig.send(rig.sign(name)) for name in ("t.refuses", "t.crashes", "t.hangs", "t.json")}
     assert {a["status"] for a in answers.values()} == {"failed"}
     assert answers["t.refuses"]["reason"] == "door controller says no"

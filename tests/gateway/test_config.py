@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from drivers.registry import driver_classes
-from gateway.config import ConfigError, json_schema, load_config, parse_config
+from edugate.drivers.registry import driver_classes
+from edugate.gateway.config import ConfigError, json_schema, load_config, parse_config
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 BAD = sorted((HERE / "bad_configs").glob("*.yaml"))
-SHIPPED = sorted((REPO / "config").glob("*.yaml")) + sorted((REPO / "config" / "samples").glob("*.yaml"))
+SHIPPED = [*sorted((REPO / "config").glob("*.yaml")), REPO / "cli" / "demo-school.yaml",
+           *sorted((REPO / "config" / "samples").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
@@ -29,7 +30,8 @@ def test_bad_config_reports_exact_location(path: Path) -> None:
 
 def test_check_command_exits_nonzero_and_prints_locations() -> None:
     path = HERE / "bad_configs" / "bad_port.yaml"
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "check", str(path)],
+                            capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{path}:5: uplink.port: Input should be less than or equal to 65535" in result.stderr
 
@@ -60,7 +62,8 @@ def test_shipped_configs_exist() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_config_passes_check(path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "check", str(path)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert ": OK:" in result.stdout
 
@@ -87,12 +90,13 @@ def test_a_config_imports_only_the_drivers_it_names() -> None:
         "cfg = parse_config('school: s\\ngateway: g\\ndevices:\\n  - {id: a, driver: synthetic}\\n')\n"
         "assert cfg.devices[0].driver == 'synthetic'\n"
         "import json\n"
-        "print(json.dumps([m for m in sys.modules if m.startswith(('drivers.', 'pymodbus', 'serial'))]))\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith(('edugate.drivers.', 'pymodbus', 'serial'))]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     loaded = json.loads(out.stdout)
-    assert "drivers.synthetic" in loaded
-    assert not [m for m in loaded if m.startswith(("drivers.modbus", "pymodbus", "serial", "drivers.pn532"))], loaded
+    assert "edugate.drivers.synthetic.driver" in loaded
+    heavy = ("edugate.drivers.modbus", "pymodbus", "serial", "edugate.drivers.pn532")
+    assert not [m for m in loaded if m.startswith(heavy)], loaded
 
 
 def test_an_unknown_driver_next_to_known_ones_is_still_reported() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.cpu_meter import CpuMeter
+from edugate.gateway.runtime.cpu_meter import CpuMeter
 
 
 class Process:

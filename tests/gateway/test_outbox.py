@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from gateway.outbox import Outbox
-from gateway.records import Kind
+from edugate.contract.records import Kind
+from edugate.gateway.runtime.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,8 +122,8 @@ WRITER = """
 import asyncio, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from gateway.outbox import Outbox
-from gateway.records import Kind
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.contract.records import Kind
 
 async def main():
     box = await Outbox.open(Path({path!r}), budget_bytes=1 << 30)
@@ -183,7 +183,7 @@ async def _staggered_puts(box: Outbox, n: int, gap_s: float) -> list[int]:
 
 async def test_readings_arriving_one_by_one_share_commits(tmp_path: Path, monkeypatch) -> None:
     # Scaled up 50x so that a loaded test machine cannot blur it: puts 5 ms apart, gap 50 ms.
-    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 0.05)
+    monkeypatch.setattr("edugate.gateway.runtime.outbox.TELEMETRY_GAP_S", 0.05)
     box = await Outbox.open(tmp_path / "w.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=2.0)
     assert await _staggered_puts(box, 20, 0.005) == list(range(1, 21))
     assert box.stats.commits <= 3, box.stats.as_dict()  # the first reading goes alone, the rest together
@@ -196,7 +196,7 @@ async def test_readings_arriving_one_by_one_share_commits(tmp_path: Path, monkey
 
 
 async def test_one_fast_device_awaiting_each_commit_is_not_held(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 0.05)
+    monkeypatch.setattr("edugate.gateway.runtime.outbox.TELEMETRY_GAP_S", 0.05)
     box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=2.0)
     started = time.monotonic()
     for i in range(200):  # held, each would wait 50 ms: 10 s in all
@@ -206,7 +206,7 @@ async def test_one_fast_device_awaiting_each_commit_is_not_held(tmp_path: Path, 
 
 
 async def test_an_event_never_waits_and_takes_held_readings_along(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
+    monkeypatch.setattr("edugate.gateway.runtime.outbox.TELEMETRY_GAP_S", 30.0)
     box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=30.0)
     assert await box.put(Kind.TELEMETRY, reading("a", 1)) == 1  # alone: not held
     held = asyncio.create_task(box.put(Kind.TELEMETRY, reading("b", 2)))
@@ -221,7 +221,7 @@ async def test_an_event_never_waits_and_takes_held_readings_along(tmp_path: Path
 
 
 async def test_a_held_reading_waits_at_most_the_configured_delay(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.outbox.TELEMETRY_GAP_S", 30.0)
+    monkeypatch.setattr("edugate.gateway.runtime.outbox.TELEMETRY_GAP_S", 30.0)
     box = await Outbox.open(tmp_path / "o.sqlite", budget_bytes=1 << 30, telemetry_commit_delay_s=0.3)
     await box.put(Kind.TELEMETRY, reading("a", 1))
     started = time.monotonic()

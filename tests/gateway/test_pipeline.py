@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.clock import Clock
-from gateway.outbox import Outbox
-from gateway.pipeline import Pipeline
-from gateway.records import Event, Kind, Reading, Rejected
+from edugate.contract.records import Event, Kind, Reading, Rejected
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import Pipeline
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.access import AccessControl, AllowList, AllowListRejected
-from gateway.attendance import Attendance, TimetableConfig
-from gateway.bus import BusConfig, BusRoute
-from gateway.clock import Clock
-from gateway.outbox import Outbox
-from gateway.pipeline import Pipeline
-from gateway.privacy import KeyFileError, Pseudonymizer, load_or_create_key, normalise_uid
-from gateway.records import Event, Reading
+from edugate.common.privacy import KeyFileError, Pseudonymizer, load_or_create_key, normalise_uid
+from edugate.contract.records import Event, Reading
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import Pipeline
+from edugate.gateway.services.access import AccessControl, AllowList, AllowListRejected
+from edugate.gateway.services.attendance import Attendance, TimetableConfig
+from edugate.gateway.services.bus import BusConfig, BusRoute
 
 TZ = "Asia/Ho_Chi_Minh"
 KEY = bytes(range(32))
@@ -169,7 +169,7 @@ def test_reidentification_cli_prints_pseudonyms_and_audits(tmp_path: Path) -> No
     key_path = tmp_path / "school.key"
     key = load_or_create_key(key_path)
     (tmp_path / "roster.csv").write_text("student_id,uid\nHS001,04:A2:2B:1C\n")
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(key_path),
+    result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "pseudonym", "--key", str(key_path),
                              "--purpose", "bus alert check", "--roster", str(tmp_path / "roster.csv")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -178,7 +178,7 @@ def test_reidentification_cli_prints_pseudonyms_and_audits(tmp_path: Path) -> No
     audit = (tmp_path / "reidentification.log").read_text()
     assert "purpose='bus alert check'" in audit and "count=1" in audit
     assert "a22b1c" not in audit.lower()
-    missing = subprocess.run([sys.executable, "-m", "gateway.cli", "pseudonym", "--key", str(tmp_path / "nokey"),
+    missing = subprocess.run([sys.executable, "-m", "edugate.cli.main", "pseudonym", "--key", str(tmp_path / "nokey"),
                               "--purpose", "x", "04a22b1c"], capture_output=True, text=True)
     assert missing.returncode == 2 and "refusing to create a new key" in missing.stderr
 

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.library import LibraryService
-from gateway.web.library_panel import CHART_HEIGHT, library_view, scale_top
-from gateway.web.views import status_view
+from edugate.gateway.services.library import LibraryService
+from edugate.gateway.web.library_panel import CHART_HEIGHT, library_view, scale_top
+from edugate.gateway.web.views import status_view
 
 TZ_NAME = "Asia/Ho_Chi_Minh"
 TZ = ZoneInfo(TZ_NAME)

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.cli_library import ReportError, build_report, month_bounds, queries
-from simulators.servers import VictoriaMetrics
+from edugate.central.library_report import ReportError, build_report, month_bounds, queries
+from edugate.simulators.servers import VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -41,7 +41,7 @@ def event(school: str, kind: str, ts: int, device: str = "sc-1") -> str:
 
 
 def run(vm: VictoriaMetrics, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli_library", "--store-url", vm.url, *args],
+    return subprocess.run([sys.executable, "-m", "edugate.central.library_report", "--store-url", vm.url, *args],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
@@ -95,7 +95,7 @@ def test_month_in_progress_and_errors(victoria: VictoriaMetrics) -> None:
     assert run(victoria, "--month", "2026-10", "--format", "xml").returncode == 2
     future = run(victoria, "--month", f"{now.year + 1}-01")
     assert future.returncode == 2 and "has not begun yet" in future.stderr
-    down = subprocess.run([sys.executable, "-m", "gateway.cli_library", "--store-url", "http://127.0.0.1:9",
+    down = subprocess.run([sys.executable, "-m", "edugate.central.library_report", "--store-url", "http://127.0.0.1:9",
                            "--month", "2026-10"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert down.returncode == 2 and "cannot reach the store" in down.stderr
 

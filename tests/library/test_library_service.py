@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.config import load_config
-from gateway.library import LibraryService
-from gateway.services import build_services
+from edugate.gateway.config import load_config
+from edugate.gateway.services.base import build_services
+from edugate.gateway.services.library import LibraryService
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "config" / "samples" / "library.yaml"
@@ -33,7 +33,7 @@ def event(device: str, kind: str, ts: int, **data: object) -> dict:
 
 
 def test_the_sample_config_passes_edugate_check() -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", str(SAMPLE)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "check", str(SAMPLE)], capture_output=True,
                             text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "2 devices (library-gate, library-selfcheck)" in result.stdout

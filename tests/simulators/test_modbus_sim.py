@@ -14,10 +14,18 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusSerialClient, ModbusTcpClient
 
-from drivers.modbus_codec import rtu_frame
-from drivers.modbus_config import SimHint
-from simulators.modbus import Fault, ModbusSimulator, NullModem, SimulatorThread, SimValue, format_units, parse_units
-from simulators.servers import free_port, wait_for_port
+from edugate.drivers.modbus.codec import rtu_frame
+from edugate.drivers.modbus.config import SimHint
+from edugate.simulators.modbus import (
+    Fault,
+    ModbusSimulator,
+    NullModem,
+    SimulatorThread,
+    SimValue,
+    format_units,
+    parse_units,
+)
+from edugate.simulators.servers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,7 +200,7 @@ def test_unit_lists() -> None:
 
 def test_the_command_line_serves_tcp_until_terminated() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.modbus", "--port", str(port), "--units", "1-3",
+    proc = subprocess.Popen([sys.executable, "-m", "edugate.simulators.modbus", "--port", str(port), "--units", "1-3",
                              "--profile", "co2-ndir", "--units", "9", "--profile", "lab-th", "--no-drift"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -210,7 +218,7 @@ def test_the_command_line_serves_tcp_until_terminated() -> None:
 
 def test_the_command_line_serves_rtu_on_a_linked_pty(tmp_path: Path) -> None:
     link = tmp_path / "ttyRS485"
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.modbus", "--rtu", str(link), "--units", "4",
+    proc = subprocess.Popen([sys.executable, "-m", "edugate.simulators.modbus", "--rtu", str(link), "--units", "4",
                              "--profile", "ph-meter", "--no-drift"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -62,7 +62,7 @@ def add_users(flag: str, target: Path, workdir: Path) -> None:
     for name, role in (("alice", "admin"), ("victor", "viewer")):
         secret = workdir / f"{name}.pw"
         secret.write_text(PASSWORDS[name] + "\n")
-        result = subprocess.run([sys.executable, "-m", "gateway.cli", "web-user", "add", name, "--role", role,
+        result = subprocess.run([sys.executable, "-m", "edugate.cli.main", "web-user", "add", name, "--role", role,
                                  "--password-file", str(secret), flag, str(target)],
                                 capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.fleet import DeviceState, FleetTable, StateDoc
-from gateway.web.app import AdminAction, GatewaySite, create_gateway_app
-from gateway.web.auth import SessionSigner, UserStore, hash_password
-from gateway.web.central import Central, StateFollower, Store, create_central_app
-from gateway.web.config import Threshold
-from gateway.web.live import LiveData
-from gateway.web.site import SiteAuth
+from edugate.central.fleet import DeviceState, FleetTable, StateDoc
+from edugate.central.web.pages import Central, StateFollower, Store, create_central_app
+from edugate.common.web.auth import SessionSigner, UserStore, hash_password
+from edugate.common.web.site import SiteAuth
+from edugate.gateway.web.app import AdminAction, GatewaySite, create_gateway_app
+from edugate.gateway.web.config import Threshold
+from edugate.gateway.web.live import LiveData
 
 FAST_HASH_N = 2**4  # test users only
 

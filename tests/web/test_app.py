@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from typer.testing import CliRunner
 
-from gateway.cli import app as cli
-from gateway.config import ConfigError, parse_config
-from gateway.web.auth import SessionSigner, UserStore, hash_password, load_or_create_secret, verify_password
+from edugate.cli.main import app as cli
+from edugate.common.web.auth import SessionSigner, UserStore, hash_password, load_or_create_secret, verify_password
+from edugate.gateway.config import ConfigError, parse_config
 from tests.web.fakes import gateway_app
 
 

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from simulators.servers import Mosquitto, VictoriaMetrics, free_port, wait_for_port
+from edugate.simulators.servers import Mosquitto, VictoriaMetrics, free_port, wait_for_port
 from tests.helpers import REPO, GatewayProcess, wait_for
 from tests.web.conftest import add_users, login, screenshot
 
@@ -50,7 +50,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     store = VictoriaMetrics(workdir / "victoria")
     broker.start()
     store.start()
-    procs = [_spawn([sys.executable, "-m", "gateway.cli_ingest", "--client-id", "ingest-web", "--broker", broker.url,
+    procs = [_spawn([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "ingest-web",
+             "--broker", broker.url,
                      "--store-url", store.url, "--summary-interval", "0"], workdir / "ingest.log")]
     gateways: dict[tuple[str, str], GatewayProcess] = {}
     for (school, gateway), district in GATEWAYS.items():
@@ -65,7 +66,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     port = free_port()
     data_dir = workdir / "central"
     add_users("--users-file", data_dir / "web-users.json", workdir)
-    procs.append(_spawn([sys.executable, "-m", "gateway.cli", "central", "--broker", broker.url, "--store-url",
+    procs.append(_spawn([sys.executable, "-m", "edugate.cli.main", "central", "--broker", broker.url, "--store-url",
                          store.url, "--port", str(port), "--data-dir", str(data_dir)], workdir / "central.log"))
     try:
         wait_for_port("127.0.0.1", port, timeout=20, proc=procs[-1])

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect
 
-from gateway.demo import DEMO_CONFIG, DemoSchool
-from gateway.web.demo import DEMO_USER, OTHER_SCHOOLS
-from simulators.servers import wait_for_port
+from edugate.cli.demo import DEMO_CONFIG, DemoSchool
+from edugate.cli.demo_pages import DEMO_USER, OTHER_SCHOOLS
+from edugate.simulators.servers import wait_for_port
 from tests.web.conftest import DESKTOP, screenshot
 
 pytestmark = pytest.mark.timeout(150)

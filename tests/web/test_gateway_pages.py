@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from simulators.modbus import ModbusSimulator, SimulatorThread
-from simulators.servers import Mosquitto, free_port, wait_for_port
+from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
+from edugate.simulators.servers import Mosquitto, free_port, wait_for_port
 from tests.helpers import GatewayProcess, wait_for
 from tests.web.conftest import PHONE, add_users, login, screenshot
 

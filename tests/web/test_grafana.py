@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from simulators.servers import VictoriaMetrics
+from edugate.simulators.servers import VictoriaMetrics
 from tests.helpers import REPO
 
 GRAFANA = REPO / "config" / "grafana"

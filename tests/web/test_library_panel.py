@@ -25,18 +25,18 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from gateway.clock import Clock
-from gateway.config import parse_config
-from gateway.library import LibraryService
-from gateway.outbox import Outbox
-from gateway.pipeline import Pipeline
-from gateway.records import Event, Item, Reading
-from gateway.services import build_services
-from gateway.web.app import GatewaySite, create_gateway_app
-from gateway.web.auth import SessionSigner, UserStore
-from gateway.web.live import LiveData
-from gateway.web.site import SiteAuth
-from simulators.servers import free_port, wait_for_port
+from edugate.common.web.auth import SessionSigner, UserStore
+from edugate.common.web.site import SiteAuth
+from edugate.contract.records import Event, Item, Reading
+from edugate.gateway.config import parse_config
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import Pipeline
+from edugate.gateway.services.base import build_services
+from edugate.gateway.services.library import LibraryService
+from edugate.gateway.web.app import GatewaySite, create_gateway_app
+from edugate.gateway.web.live import LiveData
+from edugate.simulators.servers import free_port, wait_for_port
 from tests.web.conftest import PHONE, SCREENSHOTS, login
 from tests.web.fakes import users_file
 

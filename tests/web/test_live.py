@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from gateway.web.app import _events
-from gateway.web.live import DeviceHistory, LiveData, TooManyClients
+from edugate.gateway.web.app import _events
+from edugate.gateway.web.live import DeviceHistory, LiveData, TooManyClients
 
 
 def reading(device: str, ts: float, room: str | None = "lab-1", **values: object) -> dict:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.schemas import BaseSchema
 
-from simulators.servers import VictoriaMetrics
+from edugate.simulators.servers import VictoriaMetrics
 from tests.web.fakes import central_app, gateway_app
 
 _TMP = Path(tempfile.mkdtemp(prefix="edugate-openapi-"))

@@ -1,0 +1,43 @@
+"""``edugate events``: query the central event log that ``edugate ingest --events-db`` keeps."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from edugate.central.eventstore import EventStore
+
+DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def _since_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    m = DURATION.match(text)
+    if not m:
+        raise typer.BadParameter(f"{text!r}: use a duration like 30m, 12h or 7d")
+    seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return int((time.time() - seconds) * 1000)
+
+
+def events(
+    db: Annotated[Path, typer.Option(help="The event log file given to 'edugate ingest --events-db'.")],
+    type_: Annotated[str | None, typer.Option("--type", help="e.g. card_tap, bus_left_onboard.")] = None,
+    school: Annotated[str | None, typer.Option(help="Only this school.")] = None,
+    gateway: Annotated[str | None, typer.Option(help="Only this gateway.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only newer than this, e.g. 30m, 12h, 7d.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+) -> None:
+    """Print events from the central event log, newest first, one JSON object per line."""
+    if not db.exists():
+        typer.echo(f"{db}: no such event log (start 'edugate ingest --events-db {db}')", err=True)
+        raise typer.Exit(code=2)
+    store = EventStore(db)
+    for event in store.query(type_=type_, school=school, gateway=gateway, since_ms=_since_ms(since), limit=limit):
+        typer.echo(orjson.dumps(event).decode())
+    store.close()

@@ -1,0 +1,703 @@
+"""The downlink: signed, expiring commands from central, checked and dispatched on the gateway.
+
+A command arrives on ``edu/v1/{school}/{gateway}/cmd/{name}`` as a JSON envelope signed by central with
+Ed25519 (contract: docs/mqtt-contract.md section 9; operators: docs/commands.md). :class:`Downlink`
+checks it (signature, target, topic, lifetime, clock, replay, name, arguments), runs the handler that a
+gateway component registered for the name in a :class:`CommandRegistry`, and returns the ``cmd-result``
+message to publish. It knows nothing of MQTT clients: the uplink hands it (topic, payload) and publishes
+what it returns.
+
+Central signs the canonical JSON of every envelope field except ``sig``::
+
+    json.dumps(envelope_without_sig, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edugate.contract import __version__
+from edugate.drivers.base import ID_PATTERN, CommandError
+from edugate.gateway.downlink.config import DownlinkConfig, DownlinkSetupError
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "edu/v1"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,30}(\.[a-z][a-z0-9_-]{0,30}){0,4}$"
+"""Command names: dotted lower-case words, e.g. ``ping``, ``device.command``, ``access.allowlist.set``."""
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+"""Command ids: a UUID or ULID in practice; at most 128 characters."""
+_NAME_RE = re.compile(NAME_PATTERN)
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TIMESTAMP_MS = 2**53  # stays exact in every JSON implementation
+ENVELOPE_FIELDS = ("id", "name", "target", "issued_at", "expires_at", "args", "sig")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class CommandRejected(Exception):
+    """A command refused before it ran: ``code`` for machines, ``reason`` for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- canonical form, keys, signing
+
+
+def canonical_json(obj: Mapping[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the bytes both sides sign and verify."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def signed_bytes(envelope: Mapping[str, Any]) -> bytes:
+    """What ``sig`` signs: the canonical JSON of every envelope field except ``sig``."""
+    return canonical_json({k: v for k, v in envelope.items() if k != "sig"})
+
+
+def fingerprint(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """A short, stable name for a key pair (``ed25519:`` + 16 hex digits of the SHA-256 of the public key)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file, or :class:`DownlinkSetupError` saying what is wrong with it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DownlinkSetupError(f"{path}: cannot read the central public key: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        raise DownlinkSetupError(f"{path}: this is a private key; a gateway needs only the public key (the "
+                                 ".pub.pem file of 'edugate keygen'). Keep the private key on the signing host.")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise DownlinkSetupError(f"{path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise DownlinkSetupError(f"{path}: {type(key).__name__.removeprefix('_')} is not Ed25519; EduGate "
+                                 "commands are signed with Ed25519 keys ('edugate keygen')")
+    return key
+
+
+def load_public_keys(paths: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
+    """Fingerprint -> key for every file (the same key listed twice counts once)."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        key = load_public_key(path)
+        keys[fingerprint(key)] = key
+    return keys
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Central's Ed25519 signing key from a PEM file (unencrypted, as ``edugate keygen`` writes it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DownlinkSetupError(f"{path}: cannot read the signing key: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise DownlinkSetupError(f"{path}: the key is protected by a passphrase; that is not supported yet") from None
+    except (ValueError, UnsupportedAlgorithm):
+        hint = " (that is the public key; sign with the private .pem)" if b"PUBLIC KEY" in data else ""
+        raise DownlinkSetupError(f"{path}: not a PEM private key{hint}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise DownlinkSetupError(f"{path}: not an Ed25519 key; create one with 'edugate keygen'")
+    return key
+
+
+def sign_command(key: Ed25519PrivateKey, *, school: str, gateway: str, name: str,
+                 args: Mapping[str, Any] | None = None, ttl_s: float = 300, issued_at_ms: int | None = None,
+                 command_id: str | None = None) -> dict[str, Any]:
+    """A signed envelope, ready to publish on ``edu/v1/{school}/{gateway}/cmd/{name}``.
+
+    Raises ``ValueError`` (saying which field) when the result would not pass a gateway's envelope check.
+    """
+    issued = time.time_ns() // 1_000_000 if issued_at_ms is None else issued_at_ms
+    envelope: dict[str, Any] = {
+        "id": command_id or str(uuid.uuid4()),
+        "name": name,
+        "target": {"school": school, "gateway": gateway},
+        "issued_at": issued,
+        "expires_at": issued + round(ttl_s * 1000),
+        "args": dict(args or {}),
+    }
+    try:
+        Envelope.model_validate(envelope | {"sig": ""})
+        payload = signed_bytes(envelope)
+    except ValidationError as exc:
+        raise ValueError(_format_errors(exc)) from None
+    except UnicodeEncodeError:
+        raise ValueError("args hold a string that is not valid Unicode") from None
+    envelope["sig"] = base64.b64encode(key.sign(payload)).decode("ascii")
+    return envelope
+
+
+# ---------------------------------------------------------------- envelope
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Target(_Strict):
+    school: str = Field(pattern=ID_PATTERN)
+    gateway: str = Field(pattern=ID_PATTERN)
+
+
+class Envelope(_Strict):
+    """The shape of a command; the signature, times and arguments are checked by :class:`Downlink`."""
+
+    id: str = Field(pattern=COMMAND_ID_PATTERN)
+    name: str = Field(max_length=64, pattern=NAME_PATTERN)
+    target: Target
+    issued_at: int = Field(ge=0, le=MAX_TIMESTAMP_MS)
+    expires_at: int = Field(ge=0, le=MAX_TIMESTAMP_MS)
+    args: dict[str, Any]
+    sig: str = Field(max_length=200)
+
+
+def _format_path(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_errors(exc: ValidationError, prefix: tuple[str, ...] = (), limit: int = 5) -> str:
+    """``args.device: Field required; args.args: Input should be a valid dictionary`` (no input values)."""
+    parts = []
+    errors = exc.errors(include_input=False, include_url=False)
+    for err in errors[:limit]:
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        where = _format_path((*prefix, *err["loc"]))
+        parts.append(f"{where}: {msg}" if where else msg)
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return "; ".join(parts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def decode_envelope(data: bytes) -> dict[str, Any]:
+    """Payload bytes -> the envelope as a dict, or :class:`CommandRejected` (``too_large``, ``bad_json``)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise CommandRejected("too_large", f"payload is {len(data)} bytes; at most {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise CommandRejected("bad_json", "bad JSON: the payload is not UTF-8") from None
+    except ValueError as exc:
+        raise CommandRejected("bad_json", f"bad JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CommandRejected("bad_json", f"bad JSON: the envelope must be an object, not {type(obj).__name__}")
+    try:
+        signed_bytes(obj)
+    except UnicodeEncodeError:
+        raise CommandRejected("bad_json", "bad JSON: a string holds a lone surrogate (not valid Unicode)") from None
+    return obj
+
+
+def check_shape(obj: Mapping[str, Any]) -> Envelope:
+    """The envelope's fields and types, or :class:`CommandRejected` (``missing_field``, ``bad_envelope``)."""
+    missing = [name for name in ENVELOPE_FIELDS if name not in obj]
+    if missing:
+        listed = ", ".join(repr(m) for m in missing)
+        raise CommandRejected("missing_field", f"missing field{'s' if len(missing) > 1 else ''} {listed}")
+    try:
+        return Envelope.model_validate(obj)
+    except ValidationError as exc:
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
+        if unknown:
+            raise CommandRejected("bad_envelope", f"unknown field {unknown[0]!r} (an envelope has exactly: "
+                                  f"{', '.join(ENVELOPE_FIELDS)})") from None
+        raise CommandRejected("bad_envelope", _format_errors(exc)) from None
+
+
+def check_signature(obj: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> str:
+    """The fingerprint of the trusted key that signed ``obj``, or :class:`CommandRejected` (``bad_signature``)."""
+    try:
+        sig = base64.b64decode(obj["sig"], validate=True)
+    except ValueError:
+        sig = b""
+    if len(sig) != 64:
+        raise CommandRejected("bad_signature", "bad signature: 'sig' is not the base64 of a 64-byte Ed25519 "
+                              "signature")
+    payload = signed_bytes(obj)
+    for name, key in keys.items():
+        try:
+            key.verify(sig, payload)
+        except InvalidSignature:
+            continue
+        return name
+    raise CommandRejected("bad_signature", f"bad signature: not signed by any of the {len(keys)} central key(s) "
+                          "this gateway trusts (forged, altered, or signed with a key not in downlink.public_keys)")
+
+
+# ---------------------------------------------------------------- replay store
+
+
+class ReplayStoreFull(Exception):
+    """Too many live command ids to remember one more."""
+
+
+class ReplayStore:
+    """Ids of accepted commands, each kept until its ``expires_at``, in a small JSON file.
+
+    The file is rewritten atomically (temporary file, fsync, rename) on every accepted command, so a
+    command accepted once is refused as a replay after a restart or a power cut. It is bounded:
+    ids are dropped once expired, and at most ``max_entries`` are kept. A store that cannot be read
+    is set aside and replaced by an empty one whose ``floor_ms`` is the time of the reset: commands
+    issued before it are refused, since they might have been seen.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path, *, max_entries: int = 10_000, seen: Mapping[str, int] | None = None,
+                 floor_ms: int = 0) -> None:
+        self.path = path
+        self.max_entries = max_entries
+        self.seen: dict[str, int] = dict(seen or {})
+        self.floor_ms = floor_ms
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def open(cls, path: Path, *, max_entries: int = 10_000, now_ms: int) -> ReplayStore:
+        """Load the store (a missing file is an empty store); set an unreadable one aside, see the class doc."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path, max_entries=max_entries)
+        except OSError as exc:
+            raise DownlinkSetupError(f"{path}: cannot read the command replay store: {exc.strerror}") from None
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.get("version") != cls.VERSION:
+                raise ValueError("not a replay store document (version 1)")
+            seen, floor = doc["seen"], doc["floor_ms"]
+            if not isinstance(seen, dict) or not all(isinstance(v, int) for v in seen.values()) \
+                    or not isinstance(floor, int):
+                raise ValueError("bad 'seen' or 'floor_ms'")
+        except (ValueError, KeyError) as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            log.error("%s: the command replay store is unreadable (%s); set aside as %s. Starting empty: commands "
+                      "issued before now (%s) are refused", path, exc, aside, _iso(now_ms))
+            with contextlib.suppress(OSError):
+                path.replace(aside)
+            store = cls(path, max_entries=max_entries, floor_ms=now_ms)
+            store.write(store.snapshot())
+            return store
+        return cls(path, max_entries=max_entries, seen=seen, floor_ms=floor)
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def seen_until(self, cmd_id: str) -> int | None:
+        """``expires_at`` of an accepted command with this id, or None."""
+        return self.seen.get(cmd_id)
+
+    def prune(self, now_ms: int) -> int:
+        """Forget ids that expired before ``now_ms``; return how many."""
+        expired = [k for k, exp in self.seen.items() if exp < now_ms]
+        for k in expired:
+            del self.seen[k]
+        return len(expired)
+
+    def add(self, cmd_id: str, expires_at: int, *, now_ms: int, clock_synced: bool) -> None:
+        """Remember an id in memory (call :meth:`save` after). Expired ids are pruned first, but with an
+        unsynchronised clock only when the store is full: a clock that is wrongly ahead would otherwise
+        forget live ids."""
+        if clock_synced or len(self.seen) >= self.max_entries:
+            self.prune(now_ms)
+        if len(self.seen) >= self.max_entries:
+            raise ReplayStoreFull(f"{len(self.seen)} live command ids are remembered, the most this gateway keeps "
+                                  "(downlink.replay_max_entries); wait for some to expire or use shorter lifetimes")
+        self.seen[cmd_id] = expires_at
+
+    def discard(self, cmd_id: str) -> None:
+        self.seen.pop(cmd_id, None)
+
+    def snapshot(self) -> bytes:
+        return json.dumps({"version": self.VERSION, "floor_ms": self.floor_ms, "seen": self.seen},
+                          separators=(",", ":")).encode()
+
+    def write(self, data: bytes) -> None:
+        """Replace the file atomically with ``data`` (blocking; see :meth:`save`)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def save(self) -> None:
+        """Persist the current ids off the event loop (an SD card fsync can take a while); in order."""
+        async with self._lock:
+            await asyncio.to_thread(self.write, self.snapshot())
+
+
+# ---------------------------------------------------------------- registry
+
+A = TypeVar("A", bound=BaseModel)
+Handler = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
+
+
+class CommandArgs(BaseModel):
+    """A convenient base for argument models: unknown keys are errors (a typo is not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args_model: type[BaseModel]
+    handler: Handler
+    description: str = ""
+
+
+class CommandRegistry:
+    """Command name -> (argument model, async handler). Gateway components register their commands here::
+
+        registry.register("access.allowlist.set", AllowListArgs, allowlist.set_from_command)
+
+    The handler gets the validated model and returns a JSON-serialisable mapping (the ``result``). To
+    refuse, it raises :class:`drivers.base.CommandError` with a message for the operator.
+    """
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def register(self, name: str, args_model: type[A], handler: Callable[[A], Awaitable[Mapping[str, Any] | None]],
+                 *, description: str = "") -> None:
+        if not (len(name) <= 64 and _NAME_RE.fullmatch(name)):
+            raise ValueError(f"{name!r} is not a command name (dotted lower-case words, e.g. 'access.allowlist.set')")
+        if name in self._commands:
+            raise ValueError(f"command {name!r} is already registered")
+        if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+            raise TypeError(f"the arguments of {name!r} must be a pydantic model class")
+        self._commands[name] = Command(name, args_model, handler, description)
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._commands)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+
+# ---------------------------------------------------------------- built-in commands
+
+
+class ClockLike(Protocol):
+    def now_ms(self) -> int: ...
+
+    def synced(self) -> bool: ...
+
+
+class SupportsCommand(Protocol):
+    """What ``device.command`` needs of a device: :meth:`drivers.base.Driver.command`."""
+
+    async def command(self, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+DeviceLookup = Callable[[str], SupportsCommand | None]
+
+
+class PingArgs(CommandArgs):
+    """``ping`` takes no arguments."""
+
+
+class DeviceCommandArgs(CommandArgs):
+    device: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]{0,62}$", description="Device id on this gateway.")
+    name: str = Field(min_length=1, max_length=64, description="The driver's command name.")
+    args: dict[str, Any] = Field(default_factory=dict, description="The driver command's arguments.")
+
+
+def register_builtins(registry: CommandRegistry, *, clock: ClockLike, school: str, gateway: str,
+                      device_lookup: DeviceLookup | None = None) -> None:
+    """``ping`` always; ``device.command`` when a device lookup is given (the runtime's ``drivers.get``)."""
+
+    async def ping(_: PingArgs) -> dict[str, Any]:
+        return {"time": clock.now_ms(), "synced": clock.synced(), "version": __version__,
+                "school": school, "gateway": gateway, "commands": registry.names()}
+
+    registry.register("ping", PingArgs, ping, description="Gateway time, clock sync, version and known commands.")
+    if device_lookup is None:
+        return
+
+    async def device_command(args: DeviceCommandArgs) -> dict[str, Any]:
+        device = device_lookup(args.device)
+        if device is None:
+            raise CommandError(f"unknown device {args.device!r} (not configured or not enabled on this gateway)")
+        result = await device.command(args.name, args.args)
+        return {"device": args.device, "name": args.name, "result": dict(result or {})}
+
+    registry.register("device.command", DeviceCommandArgs, device_command,
+                      description="Pass a command to one device's driver (Driver.command).")
+
+
+# ---------------------------------------------------------------- the downlink
+
+
+@dataclass
+class DownlinkStats:
+    received: int = 0
+    ok: int = 0
+    failed: int = 0
+    rejected: int = 0
+    rejected_by_code: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, int]:
+        """For the gateway health record (numbers only)."""
+        return {"commands_received": self.received, "commands_ok": self.ok, "commands_failed": self.failed,
+                "commands_rejected": self.rejected}
+
+
+class _LogLimit:
+    """At most ``burst`` warnings per ``period`` seconds; the rest are counted and summarised."""
+
+    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
+        self.burst, self.period = burst, period
+        self.window, self.count, self.suppressed = 0.0, 0, 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self.window > self.period:
+            if self.suppressed:
+                log.warning("%d more command rejections were not logged", self.suppressed)
+            self.window, self.count, self.suppressed = now, 0, 0
+        self.count += 1
+        if self.count > self.burst:
+            self.suppressed += 1
+            return False
+        return True
+
+
+def _iso(ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+
+
+def _span(ms: int) -> str:
+    s = abs(ms) // 1000
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172_800:
+        return f"{s // 3600} h" + (f" {s % 3600 // 60} min" if s % 3600 >= 60 else "")
+    return f"{s // 86_400} days"
+
+
+class Downlink:
+    """Checks and runs the commands of one gateway; see the module doc.
+
+    ``await downlink.handle(topic, payload)`` returns ``(result_topic, result_payload)`` to publish at
+    QoS 1, or None when the message is not for the downlink (another topic, an empty payload).
+    """
+
+    def __init__(self, config: DownlinkConfig, *, school: str, gateway: str, keys: Mapping[str, Ed25519PublicKey],
+                 registry: CommandRegistry, replay: ReplayStore, clock: ClockLike) -> None:
+        if not keys:
+            raise DownlinkSetupError("the downlink needs at least one central public key")
+        self.config = config
+        self.school, self.gateway = school, gateway
+        self.keys = dict(keys)
+        self.registry = registry
+        self.replay = replay
+        self.clock = clock
+        self.stats = DownlinkStats()
+        self.cmd_prefix = f"{TOPIC_ROOT}/{school}/{gateway}/cmd/"
+        self.result_topic = f"{TOPIC_ROOT}/{school}/{gateway}/cmd-result"
+        self._log_limit = _LogLimit()
+
+    @classmethod
+    def from_config(cls, config: DownlinkConfig, *, school: str, gateway: str, outbox_path: Path, clock: ClockLike,
+                    device_lookup: DeviceLookup | None = None) -> Downlink:
+        """Load the keys and the replay store and register the built-in commands.
+
+        Raises :class:`DownlinkSetupError` naming the file when a key or the store cannot be used.
+        """
+        keys = load_public_keys(config.public_keys)
+        replay = ReplayStore.open(config.replay_path(outbox_path), max_entries=config.replay_max_entries,
+                                  now_ms=clock.now_ms())
+        registry = CommandRegistry()
+        register_builtins(registry, clock=clock, school=school, gateway=gateway, device_lookup=device_lookup)
+        log.info("downlink: trusting %d central key(s) (%s); %d command id(s) remembered in %s", len(keys),
+                 ", ".join(keys), len(replay), replay.path)
+        return cls(config, school=school, gateway=gateway, keys=keys, registry=registry, replay=replay, clock=clock)
+
+    async def handle(self, topic: str, payload: bytes | bytearray | str) -> tuple[str, bytes] | None:
+        """Check and run one command message; return the cmd-result (topic, payload) to publish."""
+        if not topic.startswith(self.cmd_prefix):
+            return None
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if not data:
+            return None  # an empty retained message clears a retained command: nothing to answer
+        topic_name = topic[len(self.cmd_prefix):]
+        self.stats.received += 1
+        obj: dict[str, Any] | None = None
+        try:
+            obj = decode_envelope(data)
+            envelope, key_name = self._verify(obj, topic_name)
+            command = self.registry.get(envelope.name)
+            if command is None:
+                raise CommandRejected("unknown_command", f"unknown command {envelope.name!r} (this gateway knows: "
+                                      f"{', '.join(self.registry.names())})")
+            try:
+                args = command.args_model.model_validate(envelope.args)
+            except ValidationError as exc:
+                raise CommandRejected("bad_args", "bad args: " + _format_errors(exc, ("args",))) from None
+            await self._remember(envelope)
+        except CommandRejected as rej:
+            return self._rejected(obj, topic_name, rej)
+        return await self._run(envelope, command, args, key_name)
+
+    # ------------------------------------------------------------------ checks
+
+    def _verify(self, obj: dict[str, Any], topic_name: str) -> tuple[Envelope, str]:
+        envelope = check_shape(obj)
+        key_name = check_signature(obj, self.keys)
+        target = envelope.target
+        if (target.school, target.gateway) != (self.school, self.gateway):
+            raise CommandRejected("wrong_target", f"addressed to {target.school}/{target.gateway}, this gateway is "
+                                  f"{self.school}/{self.gateway}")
+        if envelope.name != topic_name:
+            raise CommandRejected("name_mismatch", f"the topic says {topic_name!r}, the envelope {envelope.name!r}")
+        self._check_times(envelope)
+        return envelope, key_name
+
+    def _check_times(self, env: Envelope) -> None:
+        now, synced = self.clock.now_ms(), self.clock.synced()
+        lifetime = env.expires_at - env.issued_at
+        if lifetime <= 0:
+            raise CommandRejected("bad_lifetime", "expires_at is not after issued_at")
+        if lifetime > self.config.max_lifetime_s * 1000:
+            raise CommandRejected("lifetime_too_long", f"lifetime {_span(lifetime)} is longer than this gateway "
+                                  f"accepts ({_span(self.config.max_lifetime_s * 1000)}, downlink.max_lifetime_s)")
+        clock = f"gateway time {_iso(now)}" + ("" if synced else "; the gateway clock is NOT synchronised (no NTP "
+                                                "yet, and a Raspberry Pi has no RTC): fix its time sync")
+        if env.issued_at > now + self.config.clock_skew_s * 1000:
+            raise CommandRejected("not_yet_valid", f"issued {_span(env.issued_at - now)} ahead of the gateway clock "
+                                  f"(allowed skew {self.config.clock_skew_s} s; issued_at {_iso(env.issued_at)}; "
+                                  f"{clock})")
+        if env.expires_at < now:
+            raise CommandRejected("expired", f"expired {_span(now - env.expires_at)} ago (expires_at "
+                                  f"{_iso(env.expires_at)}; {clock})")
+        if env.issued_at < self.replay.floor_ms:
+            raise CommandRejected("replay", f"issued before {_iso(self.replay.floor_ms)}, when this gateway's replay "
+                                  "store was reset, so it may have run already: sign it again (a new id)")
+        until = self.replay.seen_until(env.id)
+        if until is not None:
+            raise CommandRejected("replay", f"replay: command id {env.id!r} was accepted before (remembered until "
+                                  f"{_iso(until)}); sign it again for a new id")
+
+    async def _remember(self, env: Envelope) -> None:
+        """Persist the id before running the command, so not even a crash lets it run twice."""
+        try:
+            self.replay.add(env.id, env.expires_at, now_ms=self.clock.now_ms(), clock_synced=self.clock.synced())
+        except ReplayStoreFull as exc:
+            raise CommandRejected("replay_store_full", str(exc)) from None
+        try:
+            await self.replay.save()
+        except OSError as exc:
+            self.replay.discard(env.id)
+            raise CommandRejected("replay_store_error", f"cannot record the command id in {self.replay.path} "
+                                  f"({exc.strerror or exc}); refusing to run it unrecorded") from None
+
+    # ------------------------------------------------------------------ answers
+
+    async def _run(self, env: Envelope, command: Command, args: BaseModel, key_name: str) -> tuple[str, bytes]:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.config.handler_timeout_s) as deadline:
+                result = await command.handler(args)
+        except CommandError as exc:
+            return self._failed(env, str(exc) or type(exc).__name__)
+        except TimeoutError as exc:
+            if deadline.expired():
+                return self._failed(env, f"no result within {self.config.handler_timeout_s:g} s "
+                                    "(downlink.handler_timeout_s); the action may have happened in part")
+            return self._failed(env, f"timeout: {exc}" if str(exc) else "timeout")
+        except Exception as exc:  # a handler bug must become a 'failed' answer, never take the uplink down
+            log.exception("command %s %s: handler crashed", env.name, env.id)
+            return self._failed(env, f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            body = dict(result or {})
+            json.dumps(body)  # must be publishable
+        except (TypeError, ValueError) as exc:
+            log.error("command %s %s: the handler's result is not a JSON object: %s", env.name, env.id, exc)
+            return self._failed(env, f"internal error: the handler's result is not a JSON object ({exc})")
+        self.stats.ok += 1
+        log.info("command %s %s (key %s): ok in %.0f ms", env.name, env.id, key_name,
+                 (time.monotonic() - started) * 1000)
+        return self._answer(env.id, env.name, "ok", result=body)
+
+    def _failed(self, env: Envelope, reason: str) -> tuple[str, bytes]:
+        self.stats.failed += 1
+        log.warning("command %s %s failed: %s", env.name, env.id, reason)
+        return self._answer(env.id, env.name, "failed", reason=reason)
+
+    def _rejected(self, obj: dict[str, Any] | None, topic_name: str, rej: CommandRejected) -> tuple[str, bytes]:
+        self.stats.rejected += 1
+        self.stats.rejected_by_code[rej.code] += 1
+        cmd_id = obj.get("id") if obj is not None else None
+        cmd_id = cmd_id[:128] if isinstance(cmd_id, str) else None
+        name = obj.get("name") if obj is not None else None
+        name = name[:64] if isinstance(name, str) else topic_name[:64]
+        if self._log_limit.allow():
+            log.warning("command rejected (%s) on %r, id %r: %s", rej.code, self.cmd_prefix + topic_name[:64],
+                        cmd_id, rej.reason)
+        return self._answer(cmd_id, name, "rejected", code=rej.code, reason=rej.reason)
+
+    def _answer(self, cmd_id: str | None, name: str, status: str, **fields: Any) -> tuple[str, bytes]:
+        doc = {"id": cmd_id, "name": name, "status": status, **fields, "ts": self.clock.now_ms(),
+               "synced": self.clock.synced()}
+        return self.result_topic, json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()

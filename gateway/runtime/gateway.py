@@ -1,0 +1,264 @@
+"""The gateway process: outbox, pipeline, drivers and uplink on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.contract import __version__
+from edugate.contract.records import Emit, Item, Reading, Rejected
+from edugate.drivers.base import DeviceState, Driver, DriverContext
+from edugate.drivers.registry import driver_class
+from edugate.gateway.config import GatewayConfigBase
+from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.cpu_meter import CpuMeter, process_cpu_seconds
+from edugate.gateway.runtime.outbox import Outbox
+from edugate.gateway.runtime.pipeline import GATEWAY_DEVICE, Pipeline
+from edugate.gateway.runtime.uplink import Uplink
+from edugate.gateway.services.base import build_services
+
+if TYPE_CHECKING:
+    from edugate.gateway.downlink.commands import Downlink
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Owns everything one gateway runs. ``await Gateway(cfg).run()`` until cancelled or signalled."""
+
+    def __init__(self, cfg: GatewayConfigBase) -> None:
+        self.cfg = cfg
+        self.clock = Clock(cfg.clock.synced)
+        self.started_at = time.time()
+        self.pseudonymizer = Pseudonymizer(load_or_create_key(cfg.privacy.secret_file))
+        context = DriverContext(pseudonymize=self.pseudonymizer)
+        self.drivers: dict[str, Driver] = {}
+        for dev in cfg.devices:
+            if dev.enabled:
+                driver = driver_class(dev.driver)(dev)
+                driver.ctx = context
+                self.drivers[dev.id] = driver
+        self.services = build_services(cfg)
+        self.downlink: Downlink | None = None
+        if cfg.downlink.enabled:  # imported here: the command machinery and cryptography cost several MB of RSS
+            from edugate.gateway.downlink.commands import Downlink
+            self.downlink = Downlink.from_config(
+                cfg.downlink, school=cfg.school, gateway=cfg.gateway, outbox_path=cfg.storage.path, clock=self.clock,
+                device_lookup=self.drivers.get)
+        if self.downlink is not None:
+            for service in self.services:
+                for name, (args_model, handler) in service.commands().items():
+                    self.downlink.registry.register(name, args_model, handler)
+        self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        self.uplink: Uplink | None = None
+        self._process = psutil.Process(os.getpid())
+        self._cpu = CpuMeter(window_s=cfg.uplink.health_interval_s, cpu_seconds=process_cpu_seconds(self._process))
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        self.outbox = await Outbox.open(cfg.storage.path, budget_bytes=int(cfg.storage.budget_mb * 1024 * 1024),
+                                        sync=cfg.storage.sync,
+                                        telemetry_commit_delay_s=cfg.storage.telemetry_commit_delay_ms / 1000)
+        rooms = {dev.id: dev.room for dev in cfg.devices}
+        self.pipeline = Pipeline(self.outbox, self.clock, rooms)
+        self.pipeline.rules.extend(service.stage for service in self.services)
+        self.uplink = Uplink(cfg, self.outbox, self.state_document, downlink=self.downlink)
+        log.info("gateway %s/%s starting with %d devices (outbox %s)", cfg.school, cfg.gateway, len(self.drivers),
+                 cfg.storage.path)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._keep_running("uplink", self.uplink.run), name="uplink")
+                tg.create_task(self._health_loop(), name="health")
+                if cfg.web.enabled:  # the local pages (gateway/web), served on this loop
+                    from edugate.gateway.web.serve import serve_gateway_web
+                    tg.create_task(self._keep_running("web", partial(serve_gateway_web, self)), name="web")
+                for service in self.services:
+                    tg.create_task(self._keep_running(service.name, partial(service.run, self.emit)),
+                                   name=f"service:{service.name}")
+                driver_tasks = [tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
+                                for device_id, driver in self.drivers.items()]
+                await self._stop.wait()
+                await self._stop_drivers(driver_tasks)  # no new records while saying goodbye
+                await self.uplink.shutdown()  # "offline, shutdown" while the connection is still up
+                raise _Stopping
+        except* _Stopping:
+            pass
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _stop_drivers(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel the driver tasks, wait until they have ended, then let the drivers close their ports.
+
+        In that order: closing a shared Modbus connection under a running poll only makes the
+        driver open a new one. And a cancellation can be lost on Python 3.11 (``asyncio.wait_for``,
+        which pymodbus uses, returns a response that completes in the same loop iteration and
+        swallows the CancelledError), so a task still running is cancelled again.
+        """
+        for _ in range(50):
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.2)
+        else:
+            log.error("driver tasks still running after repeated cancellation: %s",
+                      ", ".join(t.get_name() for t in tasks if not t.done()))
+        for driver in self.drivers.values():
+            with contextlib.suppress(Exception):
+                await driver.close()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def _shutdown(self) -> None:
+        for driver in self.drivers.values():
+            with contextlib.suppress(Exception):
+                await driver.close()
+            driver.health.state = DeviceState.STOPPED
+        if self.outbox is not None:
+            await self.outbox.close()
+        # One line with the final counters (skipped polls, outbox, uplink): what a health record
+        # would have said, for operators reading the journal and for benchmark scripts.
+        with contextlib.suppress(Exception):
+            final = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.health_values().items()}
+            log.info("gateway stopped: %s", json.dumps(final, separators=(",", ":")))
+            return
+        log.info("gateway stopped")
+
+    # ------------------------------------------------------------------ drivers
+
+    async def emit(self, item: Item) -> dict[str, Any] | None:
+        assert self.pipeline is not None
+        return await self.pipeline.submit(item)
+
+    async def _supervise(self, driver: Driver) -> None:
+        """Run a driver; if it crashes (a bug, not a device error), log it and restart it after a pause."""
+        delay = 1.0
+        while True:
+            try:
+                await driver.run(self._emit_for(driver))
+                log.error("driver %s returned; restarting it", driver.device_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                driver.health.error(f"driver crashed: {type(exc).__name__}: {exc}")
+                log.exception("driver %s crashed; restarting in %.0f s", driver.device_id, delay)
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 2)
+
+    async def _keep_running(self, name: str, func: Callable[[], Awaitable[None]]) -> None:
+        """Run a core task; a bug in it is logged and the task restarted, never taking the gateway down."""
+        while True:
+            try:
+                await func()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it in 1 s", name)
+                await asyncio.sleep(1)
+
+    def _emit_for(self, driver: Driver) -> Emit:
+        async def emit(item: Item) -> dict[str, Any] | None:
+            try:
+                return await self.emit(item)
+            except Rejected as exc:
+                driver.health.count("rejected")
+                log.warning("rejected from %s: %s", driver.device_id, exc)
+                raise
+
+        return emit
+
+    # ------------------------------------------------------------------ health and state
+
+    def health_values(self) -> dict[str, Any]:
+        states = [d.health.state for d in self.drivers.values()]
+        values: dict[str, Any] = {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "devices_online": sum(s == DeviceState.ONLINE for s in states),
+            "devices_offline": sum(s == DeviceState.OFFLINE for s in states),
+            "cpu_percent": self._cpu.percent(),
+            "rss_bytes": self._process.memory_info().rss,
+            "clock_synced": self.clock.synced(),
+        }
+        if self.outbox is not None:
+            values |= {k: v for k, v in self.outbox.stats.as_dict().items() if k != "next_seq"}
+        if self.uplink is not None:
+            values |= {k: v for k, v in self.uplink.stats.as_dict().items() if k != "uplink_last_error"}
+        if self.pipeline is not None:
+            values |= self.pipeline.stats.as_dict()
+        if self.downlink is not None:
+            values |= self.downlink.stats.as_dict()
+        skipped = sum(d.health.counters.get("skipped_polls", 0) for d in self.drivers.values())
+        values["skipped_polls"] = skipped
+        return values
+
+    def state_document(self) -> dict[str, Any]:
+        return {
+            "ts": self.clock.now_ms(),
+            "version": __version__,
+            "started_at": int(self.started_at * 1000),
+            "school": self.cfg.school,
+            "gateway": self.cfg.gateway,
+            "district": self.cfg.district,
+            "clock_synced": self.clock.synced(),
+            "devices": {
+                device_id: {
+                    "driver": d.config.driver,
+                    "room": d.config.room,
+                    "state": str(d.health.state),
+                    "error_count": d.health.error_count,
+                    "last_error": d.health.last_error,
+                }
+                for device_id, d in self.drivers.items()
+            },
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Everything the local status page and ``edugate status`` show."""
+        return self.state_document() | {
+            "health": self.health_values(),
+            "uplink": {"host": self.cfg.uplink.host, "port": self.cfg.uplink.port,
+                       "last_error": self.uplink.stats.last_error if self.uplink else None},
+            "devices": {device_id: d.health.as_dict() | {"driver": d.config.driver, "room": d.config.room}
+                        for device_id, d in self.drivers.items()},
+            "services": {service.name: service.status() for service in self.services},
+        }
+
+    async def _health_loop(self) -> None:
+        interval = self.cfg.uplink.health_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            values = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.health_values().items()}
+            try:
+                await self.emit(Reading(GATEWAY_DEVICE, values))
+            except Rejected as exc:  # a bug: health values must always be valid
+                log.error("health record rejected: %s", exc)
+            if self.uplink is not None:
+                with contextlib.suppress(Exception):
+                    await self.uplink.publish_state()
+
+
+class _Stopping(Exception):
+    pass

@@ -1,0 +1,224 @@
+"""Attendance from card taps: the timetable period of every tap, and a summary per room and period.
+
+A tap at a reader with role ``attendance`` or ``lab`` (facing in, or both ways)
+is annotated with the period it falls in (``period``, ``date``) and whether it
+was late (``late``: later than ``late_after_min`` after the period's start).
+Taps up to ``early_min`` before a period count for it. When a period ends, one
+``attendance_summary`` event per room gives ``present`` (distinct cards) and
+``late`` counts; rooms with a reader and nobody present report 0.
+
+The open tallies live in a small state file (atomic replace, fsync) written when
+a card is first counted in a period, so a gateway restarted mid-period (power
+cut, update) still sends that period's summary with the taps seen before the
+restart; a period that ended while the gateway was down is summarised when it
+comes back, also when that was on an earlier day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edugate.contract.records import Emit, Event
+from edugate.gateway.services.base import Service, card_taps
+
+log = logging.getLogger(__name__)
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Period(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="e.g. 'P1' or 'morning-1'.")
+    start: dt.time
+    end: dt.time
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.end <= self.start:
+            raise ValueError(f"period {self.name}: end {self.end} must be after start {self.start}")
+        return self
+
+
+class TimetableConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: list[str] = Field(["mon", "tue", "wed", "thu", "fri", "sat"], description="School days.")
+    periods: list[Period] = Field(min_length=1)
+    late_after_min: float = Field(5, ge=0, le=120, description="A tap later than this after the start is late.")
+    early_min: float = Field(15, ge=0, le=120, description="Taps this long before a start count for it.")
+    state_file: Path | None = Field(None, description="Open tallies, kept across restarts (default: "
+                                    "attendance-tallies.json next to the outbox).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TimetableConfig:
+        bad = [d for d in self.days if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}: use {', '.join(WEEKDAYS)}")
+        names = [p.name for p in self.periods]
+        if len(names) != len(set(names)):
+            raise ValueError("period names must be unique")
+        ordered = sorted(self.periods, key=lambda p: p.start)
+        for a, b in itertools.pairwise(ordered):
+            if b.start < a.end:
+                raise ValueError(f"periods {a.name} and {b.name} overlap")
+        return self
+
+
+@dataclass
+class _Tally:
+    cards: dict[str, bool]  # pseudonym -> late
+
+
+class Attendance(Service):
+    name = "attendance"
+
+    def __init__(self, timetable: TimetableConfig, tz: str, readers: dict[str, str | None],
+                 state_file: Path | None = None) -> None:
+        """``readers``: attendance reader device id -> room. ``state_file``: where open tallies are kept."""
+        self.timetable = timetable
+        self.tz = ZoneInfo(tz)
+        self.room_reader: dict[str, str] = {}
+        for device, room in readers.items():
+            self.room_reader.setdefault(room or device, device)
+        self.rooms = {device: room or device for device, room in readers.items()}
+        self.tallies: dict[tuple[str, str, str], _Tally] = {}  # (date, period, room)
+        self._summarised: set[tuple[str, str]] = set()  # (date, period)
+        self.summaries = 0
+        self.state_file = state_file
+        self._load()
+
+    # ------------------------------------------------------------------ state on disk
+
+    def _load(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            data = json.loads(self.state_file.read_text())
+            tallies = {(d, p, r): _Tally({str(c): bool(late) for c, late in cards.items()})
+                       for d, p, r, cards in data["tallies"]}
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("attendance state %s unreadable (%s): open periods start with no taps", self.state_file, exc)
+            return
+        self.tallies = tallies
+        if tallies:
+            log.info("attendance: %d cards in %d open tallies kept from before the restart",
+                     sum(len(t.cards) for t in tallies.values()), len(tallies))
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        doc = {"tallies": [[d, p, r, t.cards] for (d, p, r), t in sorted(self.tallies.items())]}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        try:
+            with tmp.open("w") as fh:
+                json.dump(doc, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_file)
+        except OSError as exc:  # the taps themselves are in the outbox; only the summary could be short
+            log.error("attendance state %s cannot be written: %s", self.state_file, exc)
+
+    # ------------------------------------------------------------------ taps and summaries
+
+    def period_at(self, when: dt.datetime) -> tuple[Period, bool] | None:
+        """The period a tap at local time ``when`` counts for, and whether it is late."""
+        if WEEKDAYS[when.weekday()] not in self.timetable.days:
+            return None
+        early = dt.timedelta(minutes=self.timetable.early_min)
+        for p in self.timetable.periods:
+            start = dt.datetime.combine(when.date(), p.start, when.tzinfo)
+            end = dt.datetime.combine(when.date(), p.end, when.tzinfo)
+            if start - early <= when < end:
+                late = when > start + dt.timedelta(minutes=self.timetable.late_after_min)
+                return p, late
+        return None
+
+    def stage(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        data = card_taps(record, "attendance", "lab")
+        if data is None or data.get("direction") == "out" or record["device"] not in self.rooms:
+            return record
+        when = dt.datetime.fromtimestamp(record["ts"] / 1000, self.tz)
+        found = self.period_at(when)
+        if found is None:
+            data["period"] = None
+            return record
+        period, late = found
+        date = when.date().isoformat()
+        data.update(period=period.name, date=date, late=late)
+        room = self.rooms[record["device"]]
+        tally = self.tallies.setdefault((date, period.name, room), _Tally({}))
+        if data["card"] not in tally.cards:  # the first tap of a card in a period decides "late"
+            tally.cards[data["card"]] = late
+            self._save()
+        return record
+
+    def due(self, now: dt.datetime) -> list[Event]:
+        """Summary events for every period that has ended by ``now`` and was not summarised yet.
+
+        Today's periods by the timetable; earlier days' only if taps were counted in them (a gateway
+        that was down when they ended).
+        """
+        date = now.date().isoformat()
+        events: list[Event] = []
+        for day, period in sorted({(d, p) for d, p, _ in self.tallies if d < date}):
+            events += self._summary(day, period)
+        if WEEKDAYS[now.weekday()] in self.timetable.days:
+            for p in self.timetable.periods:
+                end = dt.datetime.combine(now.date(), p.end, now.tzinfo)
+                if now >= end and (date, p.name) not in self._summarised:
+                    events += self._summary(date, p.name)
+        self._summarised = {k for k in self._summarised if k[0] == date}
+        if events:
+            self._save()
+        return events
+
+    def _summary(self, date: str, period: str) -> list[Event]:
+        """One summary per room with a reader, and the period's tallies forgotten."""
+        self._summarised.add((date, period))
+        day = dt.date.fromisoformat(date)
+        times = {p.name: p.end for p in self.timetable.periods}
+        end = dt.datetime.combine(day, times.get(period, dt.time(23, 59)), self.tz)
+        events = []
+        rooms = sorted(set(self.room_reader) | {r for d, p, r in self.tallies if (d, p) == (date, period)})
+        for room in rooms:
+            tally = self.tallies.pop((date, period, room), _Tally({}))
+            reader = self.room_reader.get(room)
+            if reader is None:  # the reader of that room left the config since; its tally goes nowhere
+                continue
+            events.append(Event(reader, "attendance_summary", {
+                "date": date, "period": period, "present": len(tally.cards),
+                "late": sum(tally.cards.values())}, ts=end.timestamp()))
+        return events
+
+    async def run(self, emit: Emit) -> None:
+        # Periods already over when the gateway starts are summarised only if taps were counted in them
+        # before the restart (kept in the state file); the others' taps were not seen.
+        now = dt.datetime.now(self.tz)
+        today = now.date().isoformat()
+        counted = {(d, p) for d, p, _ in self.tallies}
+        for p in self.timetable.periods:
+            if dt.datetime.combine(now.date(), p.end, now.tzinfo) <= now and (today, p.name) not in counted:
+                self._summarised.add((today, p.name))
+        while True:
+            await asyncio.sleep(15)
+            for event in self.due(dt.datetime.now(self.tz)):
+                await emit(event)
+                self.summaries += 1
+
+    def status(self) -> dict[str, Any]:
+        return {"summaries": self.summaries, "open_tallies": len(self.tallies)}
