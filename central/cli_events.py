@@ -10,6 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit
 from edugate.central.eventstore import EventStore
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -26,14 +27,19 @@ def _since_ms(text: str | None) -> int | None:
 
 
 def events(
-    db: Annotated[Path, typer.Option(help="The event log file given to 'edugate ingest --events-db'.")],
+    db: Annotated[Path | None, typer.Option(help="The event log file given to 'edugate ingest --events-db' "
+                                            "(default: events.db of --config).", show_default=False)] = None,
     type_: Annotated[str | None, typer.Option("--type", help="e.g. card_tap, bus_left_onboard.")] = None,
     school: Annotated[str | None, typer.Option(help="Only this school.")] = None,
     gateway: Annotated[str | None, typer.Option(help="Only this gateway.")] = None,
     since: Annotated[str | None, typer.Option(help="Only newer than this, e.g. 30m, 12h, 7d.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+    config: CentralConfigOpt = None,
 ) -> None:
     """Print events from the central event log, newest first, one JSON object per line."""
+    db = db or central_config_or_exit(config).events.db
+    if db is None:
+        raise typer.BadParameter("give the event log: --db FILE, or events.db in --config FILE", param_hint="--db")
     if not db.exists():
         typer.echo(f"{db}: no such event log (start 'edugate ingest --events-db {db}')", err=True)
         raise typer.Exit(code=2)

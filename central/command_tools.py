@@ -1,6 +1,8 @@
 """Central-side tooling for the downlink: ``edugate keygen``, ``edugate sign`` and ``edugate send``.
 
-Registered in the main CLI with :func:`register`; also runnable as ``python -m edugate.central.command_tools``.
+Registered in the main CLI by ``edugate.central.cli``; also runnable as ``python -m edugate.central.command_tools``.
+The envelope, signing and key loading are the wire contract's (``edugate.contract.commands``); the broker and the
+signing key may come from ``central.yaml`` (``--config``).
 Operators' guide: docs/commands.md.
 
 Exit codes of ``send``: 0 the gateway answered ``ok``; 1 it answered ``rejected`` or ``failed``;
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import sys
 import threading
 import time
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit
+from edugate.central.config import CentralConfig, override_broker
+from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls
+from edugate.contract.topics import gateway_prefix
 
 if TYPE_CHECKING:  # cryptography and the command machinery load only when a command here runs
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -38,8 +44,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-KeyOpt = Annotated[Path | None, typer.Option("--key", help="Central's private signing key (PEM, from keygen).",
-                                             show_default=False)]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="Central's private signing key (PEM, from keygen; "
+                                             "default: signing.private_key of --config).", show_default=False)]
 SchoolOpt = Annotated[str | None, typer.Option("--school", help="Target school id.", show_default=False)]
 GatewayOpt = Annotated[str | None, typer.Option("--gateway", help="Target gateway id.", show_default=False)]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Command name, e.g. ping, device.command.",
@@ -70,7 +76,7 @@ def write_keypair(out: Path, *, force: bool = False) -> tuple[Path, Path, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edugate.gateway.downlink.commands import fingerprint
+    from edugate.contract.commands import fingerprint
 
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -118,11 +124,11 @@ def _parse_args(text: str) -> dict[str, Any]:
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
-    from edugate.gateway.downlink.commands import DownlinkSetupError, load_private_key
+    from edugate.contract.commands import CommandKeyError, load_private_key
 
     try:
         key = load_private_key(path)
-    except DownlinkSetupError as exc:
+    except CommandKeyError as exc:
         raise typer.BadParameter(str(exc), param_hint="--key") from None
     if os.stat(path).st_mode & 0o077:
         typer.echo(f"warning: {path} is readable by other users; chmod 600 it", err=True)
@@ -137,7 +143,7 @@ def _signed(key_path: Path | None, school: str | None, gateway: str | None, name
         raise typer.BadParameter(f"missing {', '.join(missing)}")
     assert key_path and school and gateway and name
     key = _load_key(key_path)
-    from edugate.gateway.downlink.commands import sign_command
+    from edugate.contract.commands import sign_command
 
     try:
         return sign_command(key, school=school, gateway=gateway, name=name, args=_parse_args(args_json), ttl_s=ttl,
@@ -152,8 +158,10 @@ def _dumps(doc: Mapping[str, Any]) -> str:
 
 @app.command()
 def sign(key: KeyOpt = None, school: SchoolOpt = None, gateway: GatewayOpt = None, name: NameOpt = None,
-         args_json: ArgsOpt = "{}", ttl: TtlOpt = 300, command_id: IdOpt = None) -> None:
+         args_json: ArgsOpt = "{}", ttl: TtlOpt = 300, command_id: IdOpt = None, config: CentralConfigOpt = None,
+         ) -> None:
     """Print a signed command envelope (one JSON line), e.g. to send later with 'send --envelope'."""
+    key = key or central_config_or_exit(config).signing.private_key
     typer.echo(_dumps(_signed(key, school, gateway, name, args_json, ttl, command_id)))
 
 
@@ -175,19 +183,26 @@ class Broker:
     username: str | None = None
     password: str | None = None
 
+    def config(self) -> BrokerConfig:
+        tls = MqttTls(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file) \
+            if self.tls or self.ca_file else None
+        return BrokerConfig(brokers=[str(BrokerAddress(self.host, self.port))], tls=tls, username=self.username,
+                            keepalive_s=30)
 
-def send_envelope(envelope: Mapping[str, Any], broker: Broker, timeout: float) -> dict[str, Any] | None:
+
+def send_envelope(envelope: Mapping[str, Any], broker: Broker | BrokerConfig, timeout: float) -> dict[str, Any] | None:
     """Publish a signed envelope (QoS 1) and wait for the gateway's cmd-result with the same id.
 
+    ``broker``: central.yaml's broker section (its brokers are tried in order), or one :class:`Broker`.
     Returns the result document, or None when none came within ``timeout`` seconds. Raises
     :class:`SendError` when the broker cannot be reached or refuses us.
     """
     import paho.mqtt.client as mqtt
 
-    target = envelope["target"]
-    from edugate.gateway.downlink.commands import TOPIC_ROOT
+    from edugate.common.mqtt import paho_client
 
-    base = f"{TOPIC_ROOT}/{target['school']}/{target['gateway']}"
+    target = envelope["target"]
+    base = gateway_prefix(target["school"], target["gateway"])
     deadline = time.monotonic() + timeout
     connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
     refusals: list[str] = []
@@ -217,20 +232,16 @@ def send_envelope(envelope: Mapping[str, Any], broker: Broker, timeout: float) -
     def left() -> float:
         return max(0.0, deadline - time.monotonic())
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edugate-send-{uuid.uuid4().hex[:12]}",
-                         clean_session=True)
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls or broker.ca_file:
-        context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-        if broker.cert_file:
-            context.load_cert_chain(str(broker.cert_file), str(broker.key_file) if broker.key_file else None)
-        client.tls_set_context(context)
+    cfg, password = (broker.config(), broker.password) if isinstance(broker, Broker) else (broker, None)
     try:
-        client.connect(broker.host, broker.port, keepalive=30)
-    except (OSError, ssl.SSLError) as exc:
-        raise SendError(f"cannot reach the broker {broker.host}:{broker.port}: {exc}") from None
+        client = paho_client(cfg, identifier=f"edugate-send-{uuid.uuid4().hex[:12]}", password=password)
+    except OSError as exc:  # the password file, or the TLS files
+        raise SendError(f"cannot set up the connection: {exc}") from None
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    try:
+        client.connect_first()
+    except OSError as exc:  # ssl.SSLError included
+        raise SendError(f"cannot reach the broker {', '.join(cfg.brokers)}: {exc}") from None
     client.loop_start()
     try:
         if not connected.wait(left()) or not subscribed.wait(left()):
@@ -265,22 +276,20 @@ def _read_envelope(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _broker(url: str, username: str | None, password_file: Path | None, ca_file: Path | None,
-            cert_file: Path | None, key_file: Path | None) -> Broker:
-    from edugate.central.cli_ingest import parse_broker_url
-
+def _broker(cfg: CentralConfig, url: str | None, username: str | None, password_file: Path | None,
+            ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> BrokerConfig:
+    """central.yaml's broker section with the options applied."""
     try:
-        host, port, tls = parse_broker_url(url)
+        broker = override_broker(cfg.broker, url=url, username=username, password_file=password_file,
+                                 ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--broker") from None
-    password = None
-    if password_file is not None:
-        try:
-            password = password_file.read_text().strip()
-        except OSError as exc:
-            raise typer.BadParameter(f"cannot read {password_file}: {exc.strerror}",
-                                     param_hint="--password-file") from None
-    return Broker(host, port, tls, ca_file, cert_file, key_file, username, password)
+    try:
+        broker.password()  # read again when connecting: fail early here, naming the option
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {broker.password_file}: {exc.strerror}",
+                                 param_hint="--password-file") from None
+    return broker
 
 
 @app.command()
@@ -290,8 +299,9 @@ def send(
     envelope_file: Annotated[Path | None, typer.Option("--envelope", help="Send this already signed envelope (a file "
                                                        "from 'sign', or - for stdin) instead of signing one.",
                                                        show_default=False)] = None,
-    broker: Annotated[str, typer.Option("--broker", help="mqtt://host:port or mqtts://host:port.")]
-    = "mqtt://127.0.0.1:1883",
+    config: CentralConfigOpt = None,
+    broker: Annotated[str | None, typer.Option("--broker", help="mqtt://host:port or mqtts://host:port "
+                                               "[default: mqtt://127.0.0.1:1883].", show_default=False)] = None,
     username: Annotated[str | None, typer.Option("--username", help="MQTT user name.")] = None,
     password_file: Annotated[Path | None, typer.Option("--password-file", help="File holding the MQTT password.")]
     = None,
@@ -302,11 +312,12 @@ def send(
     = 30.0,
 ) -> None:
     """Sign a command (or take --envelope), publish it, print the gateway's cmd-result; exit 0 only on ok."""
+    cfg = central_config_or_exit(config)
     if envelope_file is not None:
         envelope = _read_envelope(envelope_file)
     else:
-        envelope = _signed(key, school, gateway, name, args_json, ttl, command_id)
-    target = _broker(broker, username, password_file, ca_file, tls_cert, tls_key)
+        envelope = _signed(key or cfg.signing.private_key, school, gateway, name, args_json, ttl, command_id)
+    target = _broker(cfg, broker, username, password_file, ca_file, tls_cert, tls_key)
     try:
         result = send_envelope(envelope, target, timeout)
     except SendError as exc:
@@ -321,12 +332,6 @@ def send(
     if status != "ok":
         typer.echo(f"send: {status} ({result.get('code', '-')}): {result.get('reason')}", err=True)
         raise typer.Exit(EXIT_REFUSED)
-
-
-def register(cli: typer.Typer) -> None:
-    """Add ``keygen``, ``sign`` and ``send`` to the ``edugate`` command."""
-    for command in (keygen, sign, send):
-        cli.command()(command)
 
 
 if __name__ == "__main__":

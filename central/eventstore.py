@@ -61,7 +61,8 @@ class EventStore:
 
     def query(self, *, type_: str | None = None, school: str | None = None, gateway: str | None = None,
               since_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for column, value in (("type", type_), ("school", school), ("gateway", gateway)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -1,5 +1,7 @@
 """Which gateways are online: parsed from the retained ``.../state`` messages.
 
+The document's fields are the wire contract's (:mod:`edugate.contract.state`).
+
 Every ingest worker subscribes to all state topics (not shared), so each one
 holds the whole table. :meth:`FleetTable.snapshot` is what the central status
 page will show.
@@ -13,8 +15,7 @@ from typing import Any
 
 import orjson
 
-HEALTHY_DEVICE_STATES = frozenset({"online", "starting"})
-"""Device states (drivers.base.DeviceState) not listed under ``devices_in_error``."""
+from edugate.contract.state import HEALTHY_DEVICE_STATES, GatewayStatus
 
 
 class InvalidState(ValueError):
@@ -22,9 +23,11 @@ class InvalidState(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceState:
+class DeviceReport:
+    """One entry of a state document's ``devices``, as central keeps it."""
+
     device: str
-    state: str
+    state: str  # a contract DeviceState value (kept as text: a newer gateway may report a state we do not know)
     error_count: int = 0
     last_error: str | None = None
 
@@ -38,7 +41,7 @@ class StateDoc:
     reason: str | None = None
     version: str | None = None
     started_at: int | None = None
-    devices: tuple[DeviceState, ...] = ()
+    devices: tuple[DeviceReport, ...] = ()
 
 
 def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
@@ -53,7 +56,7 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
     if not isinstance(doc, dict):
         raise InvalidState("a state document must be a JSON object")
     status = doc.get("status")
-    if status not in ("online", "offline"):
+    if status not in (GatewayStatus.ONLINE, GatewayStatus.OFFLINE):
         raise InvalidState(f"'status' must be 'online' or 'offline', got {status!r}")
     ts = doc.get("ts")
     if ts is not None and (type(ts) is not int or ts <= 0):
@@ -63,7 +66,7 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
     version = doc.get("version")
     devices, problems = _devices(doc.get("devices"))
     return StateDoc(
-        online=status == "online",
+        online=status == GatewayStatus.ONLINE,
         ts=ts,
         reason=reason if isinstance(reason, str) else None,
         version=version if isinstance(version, str) else None,
@@ -72,12 +75,12 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
     ), problems
 
 
-def _devices(raw: Any) -> tuple[tuple[DeviceState, ...], list[str]]:
+def _devices(raw: Any) -> tuple[tuple[DeviceReport, ...], list[str]]:
     if raw is None:
         return (), []
     if not isinstance(raw, dict):
         return (), [f"'devices' must be an object, got {type(raw).__name__}; devices ignored"]
-    out: list[DeviceState] = []
+    out: list[DeviceReport] = []
     problems: list[str] = []
     for name, info in raw.items():
         if not isinstance(info, dict) or not isinstance(info.get("state"), str):
@@ -85,7 +88,7 @@ def _devices(raw: Any) -> tuple[tuple[DeviceState, ...], list[str]]:
             continue
         count = info.get("error_count", 0)
         last_error = info.get("last_error")
-        out.append(DeviceState(name, info["state"], count if type(count) is int else 0,
+        out.append(DeviceReport(name, info["state"], count if type(count) is int else 0,
                                last_error if isinstance(last_error, str) else None))
     return tuple(out), problems
 
@@ -100,7 +103,7 @@ class _Entry:
     reason: str | None = None
     version: str | None = None
     started_at: int | None = None
-    devices: tuple[DeviceState, ...] = field(default_factory=tuple)
+    devices: tuple[DeviceReport, ...] = field(default_factory=tuple)
     updated_at: int = 0  # ms: ts (or receive time) of the document applied last
 
 

@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
+from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit
+
 METRICS: dict[str, str] = {
     "visitors_in": "edugate_visitors_in{sel}",
     "visitors_out": "edugate_visitors_out{sel}",
@@ -122,12 +124,14 @@ def render(report: dict[str, Any], fmt: Literal["csv", "json"]) -> str:
 
 def library_report(
     month: Annotated[str, typer.Option(help="The month, YYYY-MM (e.g. 2026-11).")],
-    store_url: Annotated[str, typer.Option(help="VictoriaMetrics (Prometheus query API), e.g. http://vm:8428.")]
-    = "http://127.0.0.1:8428",
+    store_url: Annotated[str | None, typer.Option(help="VictoriaMetrics (Prometheus query API), e.g. "
+                                                 "http://vm:8428 [default: store.url of --config, else "
+                                                 "http://127.0.0.1:8428].", show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     school: Annotated[list[str] | None, typer.Option(help="Only these schools (repeatable).")] = None,
     timezone: Annotated[str, typer.Option(help="Where months begin and end.")] = "Asia/Ho_Chi_Minh",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    config: CentralConfigOpt = None,
 ) -> None:
     """Visitors, loans, returns and gate alarms per school for one month (aggregated, anonymised)."""
     if format not in ("csv", "json"):
@@ -138,11 +142,12 @@ def library_report(
             typer.echo(f"--school {name!r}: ids are letters, digits, '-' and '_'", err=True)
             raise typer.Exit(code=2)
     try:
-        report = build_report(store_url, month, timezone, school)
+        report = build_report(store_url or central_config_or_exit(config).store.url, month, timezone, school)
     except ReportError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
-    text = render(report, format)  # type: ignore[arg-type]
+    fmt: Literal["csv", "json"] = "json" if format == "json" else "csv"  # checked above
+    text = render(report, fmt)
     if output is not None:
         output.write_text(text)
     else:

@@ -31,12 +31,12 @@ from rich.text import Text
 from edugate.central.command_tools import Broker, send_envelope, write_keypair
 from edugate.cli.demo_pages import DemoPages
 from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.contract.commands import load_private_key, sign_command
 from edugate.gateway.config import load_config
-from edugate.gateway.downlink.commands import load_private_key, sign_command
 from edugate.simulators.library_demo import start_library
 from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics, free_port
-from edugate.simulators.students import StudentFlow
+from edugate.simulators.students import ReaderKind, StudentFlow
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo-school.yaml"
 
@@ -71,7 +71,7 @@ class DemoSchool:
         port_map = self._start_simulators(raw)
         raw["uplink"]["port"] = self.broker.port
         raw["storage"]["path"] = str(self.workdir / "outbox.sqlite")
-        raw["privacy"] = {"secret_file": str(self.workdir / "school.key")}
+        raw["privacy"] = {**raw.get("privacy", {}), "secret_file": str(self.workdir / "school.key")}  # keeps the rule
         self.pseudonym = Pseudonymizer(load_or_create_key(self.workdir / "school.key"))
         self.central_key, public_key, _ = write_keypair(self.workdir / "central-cmd", force=True)
         raw["downlink"] = {"enabled": True, "public_keys": [str(public_key)]}
@@ -105,7 +105,7 @@ class DemoSchool:
 
     def _start_students(self, raw: dict[str, Any]) -> None:
         """Simulated readers at the config's card reader entries, and students tapping at them."""
-        readers: dict[str, tuple[Any, str]] = {}
+        readers: dict[str, tuple[ReaderKind, str | Path]] = {}
         for dev in raw["devices"]:
             if dev.get("driver") in ("em4100", "pn532"):
                 dev["port"] = str(self.workdir / f"tty-{dev['id']}")

@@ -1,4 +1,5 @@
-"""The ``edugate`` command."""
+"""The ``edugate`` command: the gateway's commands (check, schema, run, demo, web-user, pseudonym) and central's
+(``edugate.central.cli``), composed into one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Annotated
 
 import typer
 
-from edugate.gateway.config import ConfigError, json_schema, load_config
+from edugate.central.cli import register as register_central
+from edugate.cli.sim import app as sim_app
+from edugate.common.provisioning_cli import app as provision_app
+from edugate.common.yamlconfig import exit_with_problems
+from edugate.gateway.cli_card_check import card_check
+from edugate.gateway.cli_privacy import pseudonym
+from edugate.gateway.config import ConfigError, GatewayConfigBase, json_schema, load_config, load_warnings
+from edugate.gateway.doctor.cli import register as register_doctor
+from edugate.gateway.web.cli import register as register_web_users
 
 app = typer.Typer(
     name="edugate",
@@ -22,39 +31,47 @@ app = typer.Typer(
 )
 
 ConfigArg = Annotated[Path, typer.Argument(help="The gateway's YAML config file.", show_default=False)]
-LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (EduGate's own log).")]
+LibraryLogLevel = Annotated[str | None, typer.Option(
+    "--library-log-level", help="The log level of third-party libraries (pymodbus, the MQTT client, the web "
+    "server...): by default INFO, or --log-level if that is higher. DEBUG shows e.g. every Modbus frame.")]
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, library_level: str | None = None) -> None:
+    """EduGate's loggers (``edugate.*``) at ``level``; third-party libraries at ``library_level``, by default
+    INFO (or ``level`` if higher), so that ``--log-level DEBUG`` is not drowned in pymodbus's wire dumps."""
+    ours = getattr(logging, level.upper(), logging.INFO)
+    libraries = getattr(logging, library_level.upper(), logging.INFO) if library_level else max(logging.INFO, ours)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=libraries,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    root = logging.getLogger().level
+    logging.getLogger().setLevel(libraries)
+    logging.getLogger("edugate").setLevel(ours)
+    logging.getLogger("__main__").setLevel(ours)
     # The drivers report device trouble once, clearly; the libraries' own per-retry lines are noise.
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if root <= logging.DEBUG else logging.CRITICAL)
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if libraries <= logging.DEBUG else logging.CRITICAL)
     for noisy in ("aiomqtt", "mqtt"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root))
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, libraries))
 
 
-def _load_or_exit(path: Path):
+def _load_or_exit(path: Path) -> GatewayConfigBase:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        typer.echo(f"{path}: {len(exc.problems)} problem(s); nothing was started", err=True)
-        raise typer.Exit(code=2) from None
+        exit_with_problems(path, exc)
 
 
 @app.command()
 def check(config: ConfigArg) -> None:
     """Validate a config file; print every problem as file:line: path: message."""
     cfg = _load_or_exit(config)
+    for warning in load_warnings(config, cfg):
+        typer.echo(str(warning), err=True)
     drivers = sorted({d.driver for d in cfg.devices})
     typer.echo(f"{config}: OK: school {cfg.school}, gateway {cfg.gateway}, {len(cfg.devices)} devices "
-               f"({', '.join(drivers) or 'none'}), broker {cfg.uplink.host}:{cfg.uplink.port}")
+               f"({', '.join(drivers) or 'none'}), broker {', '.join(cfg.uplink.broker_list)}")
 
 
 @app.command()
@@ -68,13 +85,14 @@ def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="W
 
 
 @app.command()
-def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
+def run(config: ConfigArg, log_level: LogLevel = "INFO", library_log_level: LibraryLogLevel = None) -> None:
     """Run the gateway: read devices, keep records in the outbox, forward them to the broker."""
     from edugate.common.privacy import KeyFileError
     from edugate.gateway.downlink.config import DownlinkSetupError
     from edugate.gateway.runtime.gateway import Gateway
+    from edugate.gateway.runtime.outbox import OutboxSchemaError
 
-    setup_logging(log_level)
+    setup_logging(log_level, library_log_level)
     cfg = _load_or_exit(config)
 
     async def main() -> None:
@@ -84,7 +102,11 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO") -> None:
             typer.echo(f"{config}: {exc}", err=True)
             raise typer.Exit(code=2) from None
         gw.install_signal_handlers()
-        await gw.run()
+        try:
+            await gw.run()
+        except OutboxSchemaError as exc:  # an outbox from a newer EduGate (issue 19)
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(code=2) from None
 
     asyncio.run(main())
 
@@ -102,29 +124,16 @@ def demo(
     raise typer.Exit(code=run_demo(duration, workdir))
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules."""
-    try:
-        from edugate.central.cli_ingest import ingest
-    except ImportError:  # pragma: no cover - during development only
-        return
-    app.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
-    from edugate.central.cli_events import events
-    from edugate.central.command_tools import register as register_command_tools
-    from edugate.gateway.cli_privacy import pseudonym
-
-    register_command_tools(app)
-    from edugate.gateway.web.cli import register as register_web  # web-user, central (issue 5)
-
-    register_web(app)
-    app.command()(pseudonym)
-    app.command()(events)
-    from edugate.central.library_report import library_report
-
-    app.command(name="library-report")(library_report)
-
-
-_register_optional()
+# the gateway's other commands: who may log in to the pages (a gateway's or central's), re-identification
+register_web_users(app)
+register_doctor(app)  # edugate doctor, edugate migrate (issue 19)
+app.command()(pseudonym)
+app.command(name="card-check")(card_check)
+# central's commands (ingest, central, keygen/sign/send, events, library-report, central-check)
+register_central(app)
+# the device simulators (edugate sim NAME ...)
+app.add_typer(sim_app, name="sim")
+app.add_typer(provision_app, name="provision")  # identities for mTLS, the broker's TLS listener and ACL (issue 18)
 
 if __name__ == "__main__":
     app()

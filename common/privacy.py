@@ -6,17 +6,37 @@ A raw identifier never leaves the driver that read it: it becomes
 gateway (mode 0600), generated on first run. Whoever holds the key can
 re-identify a pseudonym by computing the pseudonyms of a known roster
 (``edugate pseudonym``); nobody else can. See docs/privacy.md for rotation.
+
+Which bytes of a card the pseudonym is taken over is the school's card identity
+rule (:mod:`edugate.common.card_identity`). The rule's version is recorded next
+to the key (``<key file>.card-rule``): :func:`open_school_key` refuses a rule
+other than the recorded one unless the new rule says which version it replaces.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
 import stat
 from pathlib import Path
+
+from edugate.common.card_identity import (
+    AS_READ_TEXT,
+    AS_READ_VERSION,
+    READ_KINDS,
+    CardIdentityRule,
+    ReaderIdentity,
+    canonical,
+    describe,
+    parse_read,
+    rule_text,
+    rule_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +45,11 @@ PREFIX = "p1-"  # version of the scheme: a future change of algorithm gets a new
 
 
 class KeyFileError(OSError):
-    pass
+    """The school key file cannot be used (missing, unreadable, too open), or its recorded card rule disagrees."""
+
+
+class CardRuleError(KeyFileError):
+    """The config's card identity rule is not the one the school's pseudonyms were made under."""
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -44,9 +68,11 @@ def load_or_create_key(path: Path) -> bytes:
     if mode & 0o077:
         raise KeyFileError(f"{path}: the pseudonymisation key must be readable by its owner only "
                            f"(mode is {mode:04o}; run: chmod 600 {path})")
-    text = path.read_text().strip()
     try:
-        key = bytes.fromhex(text)
+        key = bytes.fromhex(path.read_bytes().decode("utf-8").strip())
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(f"{path}: not a hex-encoded key (not UTF-8 text: byte {exc.object[exc.start]:#04x} at "
+                           f"offset {exc.start})") from None
     except ValueError:
         raise KeyFileError(f"{path}: not a hex-encoded key") from None
     if len(key) < 16:
@@ -60,12 +86,19 @@ def key_id(key: bytes) -> str:
 
 
 class Pseudonymizer:
-    def __init__(self, key: bytes) -> None:
+    """Keyed pseudonyms. ``rule``: the school's card identity rule (None: cards as read), for :meth:`card`."""
+
+    def __init__(self, key: bytes, rule: CardIdentityRule | None = None) -> None:
         self._key = key
         self.key_id = key_id(key)
+        self.rule = rule
 
     def __call__(self, raw: bytes) -> str:
         return PREFIX + hmac.new(self._key, raw, hashlib.sha256).hexdigest()[:32]
+
+    def card(self, raw: bytes, technology: str, reader: ReaderIdentity | None = None) -> str:
+        """The pseudonym of a card read by a reader of ``technology`` (with its override), under the rule."""
+        return self(canonical(raw, technology, self.rule, reader))
 
     def __repr__(self) -> str:  # never show the key
         return f"Pseudonymizer(key_id={self.key_id})"
@@ -78,3 +111,109 @@ def normalise_uid(text: str) -> bytes:
         return bytes.fromhex(cleaned)
     except ValueError:
         raise ValueError(f"not a card UID in hex: {text!r}") from None
+
+
+# ---------------------------------------------------------------- the card rule recorded next to the key
+
+
+RULE_SUFFIX = ".card-rule"
+
+
+def rule_record_path(secret_file: Path) -> Path:
+    """Where the card identity rule of the pseudonyms made with ``secret_file`` is recorded."""
+    secret_file = Path(secret_file)
+    return secret_file.with_name(secret_file.name + RULE_SUFFIX)
+
+
+def read_rule_record(secret_file: Path) -> tuple[int, str] | None:
+    """(version, rule text) recorded next to the key, or None when nothing is recorded."""
+    path = rule_record_path(secret_file)
+    try:
+        doc = json.loads(path.read_text())
+        return int(doc["version"]), str(doc["rule"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not a card rule record ({exc}); it says which rule this school's "
+                           "pseudonyms were made under: restore it from the backup of the key") from None
+
+
+def _write_rule_record(secret_file: Path, rule: CardIdentityRule | None, key: bytes,
+                       replaced: tuple[int, str] | None) -> None:
+    path = rule_record_path(secret_file)
+    doc: dict[str, object] = {"version": rule_version(rule), "rule": rule_text(rule), "key_id": key_id(key),
+                              "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    if rule is not None:
+        doc["card_identity"] = rule.model_dump(mode="json", exclude={"replaces"})
+    if replaced is not None:
+        doc["replaced"] = {"version": replaced[0], "rule": replaced[1]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def open_school_key(secret_file: Path, rule: CardIdentityRule | None) -> Pseudonymizer:
+    """The school's pseudonymizer, once the config's card ``rule`` agrees with the rule recorded next to the key.
+
+    A new key records the rule. A key without a record made its pseudonyms as read (version 0). A rule
+    other than the recorded one raises :class:`CardRuleError`, unless ``rule.replaces`` names the recorded
+    version: then the new rule is recorded (and logged) and pseudonyms change from here on.
+    """
+    secret_file = Path(secret_file)
+    existed = secret_file.exists()
+    key = load_or_create_key(secret_file)
+    recorded = read_rule_record(secret_file)
+    if recorded is None and existed:
+        recorded = (AS_READ_VERSION, AS_READ_TEXT)
+    wanted = (rule_version(rule), rule_text(rule))
+    record = rule_record_path(secret_file)
+    if recorded is None:
+        _write_rule_record(secret_file, rule, key, None)
+    elif recorded == wanted:
+        if not record.exists():
+            _write_rule_record(secret_file, rule, key, None)
+    elif recorded[0] == wanted[0]:
+        raise CardRuleError(f"{secret_file}: card identity rule version {wanted[0]} is recorded as "
+                            f"({recorded[1]}) in {record}, but the config gives ({wanted[1]}) under the same "
+                            f"number: a changed rule needs a new version (and replaces: {recorded[0]})")
+    elif rule is not None and rule.replaces == recorded[0]:
+        _write_rule_record(secret_file, rule, key, recorded)
+        log.warning("card identity rule changed from version %d (%s) to %s, as privacy.card_identity.replaces "
+                    "says: cards now get new pseudonyms at the readers whose reads the rule maps differently "
+                    "(push new allow-lists; see docs/privacy.md)", recorded[0], recorded[1], describe(rule))
+    elif rule is None:
+        raise CardRuleError(f"{secret_file}: this school's pseudonyms are made under card identity rule version "
+                            f"{recorded[0]} ({recorded[1]}, recorded in {record}), but the config has no "
+                            "privacy.card_identity (cards as read): add the school's rule to the config. Going "
+                            f"back to reading cards as read changes pseudonyms: only then delete {record}")
+    else:
+        raise CardRuleError(f"{secret_file}: this school's pseudonyms are made under card identity rule version "
+                            f"{recorded[0]} ({recorded[1]}, recorded in {record}); the config gives "
+                            f"{describe(rule)}. A different rule gives cards new pseudonyms: allow-lists, "
+                            "attendance history and re-identification change with it (docs/privacy.md). If that "
+                            f"is intended, set privacy.card_identity.replaces: {recorded[0]} on every gateway of "
+                            "the school")
+    return Pseudonymizer(key, rule)
+
+
+def recorded_rule(secret_file: Path) -> CardIdentityRule | None:
+    """The card identity rule recorded next to the key (None: as read, or nothing recorded)."""
+    path = rule_record_path(secret_file)
+    if read_rule_record(secret_file) is None:
+        return None
+    doc = json.loads(path.read_text())
+    return CardIdentityRule.model_validate(doc["card_identity"]) if "card_identity" in doc else None
+
+
+def card_pseudonym(p: Pseudonymizer, text: str) -> str:
+    """The pseudonym of a card number as written in a roster: ``KIND:VALUE`` (as ``edugate card-check`` takes,
+    e.g. ``em4100:0A1B2C3D4E``, ``nfc:04:A2:2B:1C``, ``printed:044,15694``), mapped under ``p``'s rule; or bare hex
+    taken as read, which is right only while the school has no card identity rule."""
+    kind = text.partition(":")[0].strip().lower()
+    if kind in READ_KINDS:
+        read = parse_read(text)
+        return p.card(read.raw, read.technology)
+    if p.rule is not None:
+        raise ValueError(f"under the school's card identity rule ({p.rule.describe()}) a card number needs its kind: "
+                         "KIND:VALUE with KIND one of " + ", ".join(READ_KINDS))
+    return p(normalise_uid(text))

@@ -11,9 +11,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
 Value = float | int | bool | str
+
+DEVICE_PATTERN: Final = r"^[a-z0-9_][a-z0-9_-]{0,62}$"
+"""A record's ``device``: a configured device id (``ids.ID_PATTERN``), or the gateway's own ``_gateway``."""
+VALUE_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+"""The names in a telemetry record's ``values``."""
+EVENT_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_.]{0,63}$"
+"""An event record's ``type``, e.g. ``card_tap``, ``bus_left_onboard``."""
+MAX_ROOM_CHARS: Final = 64
+SESSION_PATTERN: Final = r"^s-[0-9a-z][0-9a-z-]{0,37}$"
+"""A telemetry record's ``session``: the experiment session a lab teacher runs on its device (issue 15)."""
+MAX_TS_MS: Final = 2**53
+"""Beyond this a JSON number is no longer an exact integer in most consumers."""
 
 
 class Kind(StrEnum):
@@ -63,5 +75,14 @@ class WireRecord(TypedDict, total=False):
     ts: int  # milliseconds since the Unix epoch, stamped once, never changed
     synced: bool  # was the gateway clock NTP-synchronised when ts was stamped
     values: dict[str, Value]  # telemetry only
+    session: str  # telemetry only, optional: the experiment session the device is in (SESSION_PATTERN)
     type: str  # event only
     data: dict[str, Any]  # event only
+
+
+RECORD_FIELDS: Final = tuple(WireRecord.__annotations__)
+"""Every field a wire record may have (telemetry: the base fields and ``values``; event: ``type`` and ``data``)."""
+BASE_FIELDS: Final = ("seq", "kind", "device", "room", "ts", "synced")
+REQUIRED_BASE_FIELDS: Final = ("seq", "kind", "device", "ts", "synced")
+TELEMETRY_FIELDS: Final = (*BASE_FIELDS, "values", "session")
+EVENT_FIELDS: Final = (*BASE_FIELDS, "type", "data")

@@ -1,33 +1,35 @@
 """The driver contract.
 
-A driver turns a device's bytes into :class:`~gateway.records.Reading` and
-:class:`~gateway.records.Event` items and accepts commands back. It knows its
+A driver turns a device's bytes into :class:`~edugate.contract.records.Reading` and
+:class:`~edugate.contract.records.Event` items and accepts commands back. It knows its
 protocol and nothing else: no MQTT, no SQLite, no web. One driver instance
 serves one configured device.
 
-To add a driver: write ``drivers/<name>.py`` with a config model (a subclass of
-:class:`DeviceConfig` with ``driver: Literal["<name>"]``) and a subclass of
-:class:`Driver`, register it in ``pyproject.toml`` under
-``[project.entry-points."edugate.drivers"]``, and add its simulator, tests and a
-sample config. Nothing in ``gateway/`` changes.
+To add a driver: a folder ``drivers/<name>/`` with a config model (a subclass of
+:class:`DeviceConfig` with ``driver: Literal["<name>"]``), a subclass of
+:class:`Driver`, ``sample.yaml``, ``README.md`` and ``testcases/``; one line in
+``pyproject.toml`` under ``[project.entry-points."edugate.drivers"]``; its
+simulator and tests. Nothing in ``gateway/`` changes (docs/drivers/README.md).
+Device outages are kept by :class:`Outage`, serial ports by
+:mod:`edugate.drivers.serial_link`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from edugate.common.card_identity import CardIdentityRule, ReaderIdentity, canonical
+from edugate.contract.ids import ID_PATTERN as ID_PATTERN  # the wire contract's, re-exported for the drivers
 from edugate.contract.records import Emit
-
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-"""Ids end up in MQTT topics and series labels: lower-case letters, digits, '-' and '_'."""
+from edugate.contract.state import DeviceState as DeviceState  # the wire contract's, re-exported for the drivers
 
 
 def _device_path(value: str) -> str:
@@ -53,16 +55,10 @@ class DeviceConfig(BaseModel):
     enabled: bool = Field(True, description="Set false to keep the entry but not run it.")
 
 
-class DeviceState(StrEnum):
-    STARTING = "starting"
-    ONLINE = "online"
-    OFFLINE = "offline"  # unreachable or failing; the driver retries with back-off
-    STOPPED = "stopped"
-
-
 @dataclass
 class DeviceHealth:
-    """What a driver reports about its device; published in the gateway health record."""
+    """What a driver reports about its device: state, error count and last error in the retained state document;
+    everything, with the counters, on the local status page (``/api/status``)."""
 
     state: DeviceState = DeviceState.STARTING
     last_error: str | None = None
@@ -96,6 +92,76 @@ class DeviceHealth:
         }
 
 
+class Outage:
+    """Offline/online bookkeeping of one device, written once for every driver.
+
+    :meth:`down` marks the device OFFLINE with the message in its health; the first call of an
+    outage starts it (``since``, ``count`` and the health counter ``counter``) and logs one WARNING,
+    later calls log again only when the cause (``key``, by default the message) changes, else at
+    DEBUG (``still_text``). :meth:`up` marks it ONLINE and, if an outage was running, logs one INFO line with its
+    length. The texts are format strings with the fields ``where``, ``message``, ``down`` (seconds
+    offline) and ``outages`` (how many so far), plus any passed to :meth:`up`.
+    """
+
+    def __init__(self, health: DeviceHealth, log: logging.Logger, where: str, *,
+                 health_text: str = "{where}: {message}",
+                 down_text: str = "{where}: {message}; retrying with back-off",
+                 still_text: str = "{where}: {message} (still)",
+                 up_text: str = "{where}: back online after {down:.1f} s",
+                 counter: str = "outages",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.health = health
+        self.log = log
+        self.where = where
+        self.health_text = health_text
+        self.down_text = down_text
+        self.still_text = still_text
+        self.up_text = up_text
+        self.counter = counter
+        self._clock = clock
+        self.since: float | None = None
+        """When the running outage began (monotonic clock), None while the device works."""
+        self.count = 0
+        """Outages so far."""
+        self._logged: Hashable | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def down(self, message: str, *, key: Hashable | None = None, **extra: object) -> bool:
+        """The device does not work. True if this call began the outage. ``extra``: more fields for the texts."""
+        fields = {**extra, "where": self.where, "message": message}
+        self.health.error(self.health_text.format(**fields))
+        key = message if key is None else key
+        began = self.since is None
+        if began:
+            self.since = self._clock()
+            self.count += 1
+            self.health.count(self.counter)
+        if began or key != self._logged:
+            self.log.warning("%s", self.down_text.format(**fields, down=self.seconds(), outages=self.count))
+            self._logged = key
+        else:
+            self.log.debug("%s", self.still_text.format(**fields, down=self.seconds(), outages=self.count))
+        return began
+
+    def up(self, **fields: object) -> float | None:
+        """The device works: ONLINE. Returns the length of the outage that ended (logged once), or None."""
+        self.health.state = DeviceState.ONLINE
+        if self.since is None:
+            return None
+        down = self.seconds()
+        self.log.info("%s", self.up_text.format(where=self.where, down=down, outages=self.count, **fields))
+        self.since = None
+        self._logged = None
+        return down
+
+    def seconds(self) -> float:
+        """How long the running outage has lasted (0 when none is running)."""
+        return 0.0 if self.since is None else self._clock() - self.since
+
+
 def _no_pseudonyms(raw: bytes) -> str:
     raise RuntimeError("this gateway has no pseudonymisation key configured (privacy.secret_file)")
 
@@ -107,6 +173,13 @@ class DriverContext:
     pseudonymize: Callable[[bytes], str] = _no_pseudonyms
     """Raw personal identifier (a card UID, a patron barcode) -> keyed pseudonym. Call it at once and drop
     the raw value: it must never reach a log line, an event or the outbox."""
+    card_rule: CardIdentityRule | None = None
+    """The school's card identity rule (``privacy.card_identity``; None: cards as read)."""
+
+    def card_pseudonym(self, raw: bytes, technology: str, reader: ReaderIdentity | None = None) -> str:
+        """A card read -> its pseudonym under the school's rule: the read mapped to the card's canonical number
+        first (raises :class:`~edugate.common.card_identity.CardIdentityError`, without card data, if it cannot)."""
+        return self.pseudonymize(canonical(raw, technology, self.card_rule, reader))
 
 
 class CommandError(ValueError):

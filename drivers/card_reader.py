@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 
 from pydantic import Field
 
+from edugate.common.card_identity import CardIdentityError, ReaderIdentity
 from edugate.contract.records import Emit, Event, Rejected
 from edugate.drivers.base import DeviceConfig, Driver
 
@@ -37,6 +38,9 @@ class CardReaderConfig(DeviceConfig):
     direction: Literal["in", "out", "both"] = Field("in", description="Which way the reader faces.")
     debounce_s: float = Field(2.0, ge=0, le=3600, description="The same card counts once until it has been away "
                               "from the reader this long (a held card counts once).")
+    card_identity: ReaderIdentity | None = Field(None, description="What this reader's reads are, for the "
+                                                 "school's card identity rule (privacy.card_identity): family, "
+                                                 "bits, byte_order. See docs/drivers/cards.md.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,7 @@ class CardRead:
     """One card seen by a reader. ``uid`` is personal data: pseudonymise, never log or store it."""
 
     uid: bytes
-    technology: str  # "em4100", "iso14443a", "wiegand26", "wiegand34", "keyboard"
+    technology: str  # "em4100", "iso14443a", "wiegand26", "wiegand34", "keyboard", "barcode" (common.card_identity)
 
     def __repr__(self) -> str:  # keep the UID out of tracebacks and debug logs
         return f"CardRead(technology={self.technology!r}, uid=<{len(self.uid)} bytes>)"
@@ -74,7 +78,13 @@ class CardReaderDriver(Driver[C]):
 
     async def tap(self, read: CardRead, emit: Emit) -> str | None:
         """Handle one card: pseudonym, debounce, durable event, then feedback. Returns the outcome."""
-        card = self.ctx.pseudonymize(read.uid)
+        try:  # the read mapped to the card's number under the school's rule, then the pseudonym
+            card = self.ctx.card_pseudonym(read.uid, read.technology, self.config.card_identity)
+        except CardIdentityError as exc:
+            del read
+            self._unmapped(exc)
+            await self._signal("error")
+            return "error"
         del read  # the raw UID goes no further than this line
         now = time.monotonic()
         last = self._last_seen.get(card)
@@ -99,6 +109,12 @@ class CardReaderDriver(Driver[C]):
         outcome: Outcome = decision if decision in ("allow", "deny") else "accepted"
         await self._signal(outcome)
         return outcome
+
+    def _unmapped(self, exc: CardIdentityError) -> None:
+        self.health.count("unmapped_reads")
+        self.health.count(f"unmapped_reads.{exc.reason}")
+        self.health.error(f"read not mapped under the card identity rule: {exc}", offline=False)
+        log.warning("%s: a card read was not recorded: %s", self.device_id, exc)
 
     async def _signal(self, outcome: Outcome) -> None:
         try:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from edugate.drivers.base import Driver
 
@@ -24,10 +25,10 @@ def _entry_points() -> dict[str, EntryPoint]:
 
 
 @cache
-def _load(name: str) -> type[Driver] | str:
+def _load(name: str) -> type[Driver[Any]] | str:
     """The driver class, or why it cannot be imported (a missing library must not take the others down)."""
     try:
-        cls: type[Driver] = _entry_points()[name].load()
+        cls: type[Driver[Any]] = _entry_points()[name].load()
     except ImportError as exc:
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("driver %r cannot be loaded: %s", name, reason)
@@ -40,13 +41,13 @@ def driver_names() -> list[str]:
     return list(_entry_points())
 
 
-def load_drivers(names: Iterable[str]) -> dict[str, type[Driver]]:
+def load_drivers(names: Iterable[str]) -> dict[str, type[Driver[Any]]]:
     """The classes of the registered, importable drivers among ``names`` (unknown names are skipped)."""
     found = {name: _load(name) for name in sorted(set(names)) if name in _entry_points()}
     return {name: cls for name, cls in found.items() if not isinstance(cls, str)}
 
 
-def driver_classes() -> dict[str, type[Driver]]:
+def driver_classes() -> dict[str, type[Driver[Any]]]:
     """Every importable driver (imports them all)."""
     return load_drivers(driver_names())
 
@@ -56,7 +57,7 @@ def broken_drivers() -> dict[str, str]:
     return {name: reason for name in driver_names() if isinstance(reason := _load(name), str)}
 
 
-def driver_class(name: str) -> type[Driver]:
+def driver_class(name: str) -> type[Driver[Any]]:
     if name not in _entry_points():
         raise KeyError(f"unknown driver {name!r} (known: {', '.join(driver_classes()) or 'none'})")
     cls = _load(name)

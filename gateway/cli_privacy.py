@@ -18,13 +18,14 @@ from typing import Annotated
 
 import typer
 
-from edugate.common.privacy import KeyFileError, Pseudonymizer, load_or_create_key, normalise_uid
+from edugate.common.privacy import KeyFileError, Pseudonymizer, card_pseudonym, load_or_create_key, recorded_rule
 
 
 def pseudonym(
     key: Annotated[Path, typer.Option(help="The school key file (privacy.secret_file of the gateway config).")],
     purpose: Annotated[str, typer.Option(help="Why (written to the audit log), e.g. 'bus alert 2026-11-23'.")],
-    uid: Annotated[list[str] | None, typer.Argument(help="Card UIDs in hex, e.g. 04:A2:2B:1C.")] = None,
+    uid: Annotated[list[str] | None, typer.Argument(help="Card UIDs in hex (04:A2:2B:1C); under a card identity "
+                                                    "rule KIND:VALUE (em4100:0A1B2C3D4E).")] = None,
     roster: Annotated[Path | None, typer.Option(help="CSV with columns student_id,uid (header row).")] = None,
     audit_log: Annotated[Path | None, typer.Option(help="Default: reidentification.log next to the key.")] = None,
 ) -> None:
@@ -33,7 +34,7 @@ def pseudonym(
         typer.echo(f"{key}: no such key file (refusing to create a new key here)", err=True)
         raise typer.Exit(code=2)
     try:
-        p = Pseudonymizer(load_or_create_key(key))
+        p = Pseudonymizer(load_or_create_key(key), recorded_rule(key))  # the card rule recorded next to the key
     except KeyFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
@@ -44,9 +45,12 @@ def pseudonym(
                 for line, row in enumerate(csv.DictReader(fh), start=2):
                     if not row.get("student_id") or not row.get("uid"):
                         raise ValueError(f"{roster}:{line}: needs student_id and uid")
-                    rows.append((row["student_id"], p(normalise_uid(row["uid"]))))
+                    try:
+                        rows.append((row["student_id"], card_pseudonym(p, row["uid"])))
+                    except ValueError as exc:
+                        raise ValueError(f"{roster}:{line}: {exc}") from None
         for i, text in enumerate(uid or []):
-            rows.append((f"uid[{i}]", p(normalise_uid(text))))
+            rows.append((f"uid[{i}]", card_pseudonym(p, text)))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None

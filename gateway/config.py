@@ -7,20 +7,21 @@ Every problem is reported with its place in the file, e.g.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from edugate.common.card_identity import CardIdentityRule, check_readers
+from edugate.common.mqtt import BrokerAddress, BrokerConfig, BrokerText, MqttTls, ReconnectPolicy, parse_address
+from edugate.common.yamlconfig import ConfigError, Problem, format_path, parse_mapping, read_text
+from edugate.common.yamlconfig import line_of as _line_of
 from edugate.drivers.base import ID_PATTERN, DeviceConfig
 from edugate.drivers.registry import broken_drivers, driver_classes, driver_names, load_drivers
 from edugate.gateway.downlink.config import DownlinkConfig
-from edugate.gateway.services.attendance import TimetableConfig
-from edugate.gateway.services.bus import BusConfig
+from edugate.gateway.services.registry import broken_services, config_sections, service_classes
 from edugate.gateway.web.config import WebConfig
 
 SCHEMA_VERSION = 1
@@ -30,15 +31,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TlsConfig(StrictModel):
-    ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
-    cert_file: Path | None = Field(None, description="This gateway's client certificate (mTLS).")
-    key_file: Path | None = Field(None, description="This gateway's private key (mode 0600).")
+TlsConfig = MqttTls  # the uplink's tls: section (CA, client certificate for mTLS, verify_hostname)
 
 
 class UplinkConfig(StrictModel):
-    host: str = Field("127.0.0.1", description="MQTT broker host name or address.")
+    """The connection part converts to the shared :class:`BrokerConfig` (:meth:`broker_config`)."""
+
+    host: str = Field("127.0.0.1", description="MQTT broker host name or address (one broker; see brokers).")
     port: int = Field(1883, ge=1, le=65535)
+    brokers: list[BrokerText] | None = Field(None, description="'host:port' of each broker, in failover order "
+                                             "(instead of host and port).")
     client_id: str | None = Field(None, description="Defaults to 'edugate-<school>-<gateway>'.")
     username: str | None = None
     password_file: Path | None = Field(None, description="File holding the MQTT password (not the password).")
@@ -50,8 +52,33 @@ class UplinkConfig(StrictModel):
     batch_linger_ms: int = Field(20, ge=0, le=5000, description="Wait this long for a small telemetry batch "
                                  "to fill before sending it (events are never held back).")
     inflight_window: int = Field(8, ge=1, le=1000, description="Messages published and not yet PUBACKed.")
-    reconnect_max_s: float = Field(1.0, gt=0, le=300, description="Cap of the reconnect back-off.")
+    reconnect_max_s: float = Field(1.0, gt=0, le=300, description="Cap of the reconnect back-off; each delay is "
+                                   "random in [0, cap] (full jitter) so that a fleet does not reconnect in lock-step.")
     health_interval_s: float = Field(30.0, gt=0, description="Period of the gateway health record.")
+
+    @model_validator(mode="after")
+    def _brokers_or_host(self) -> UplinkConfig:
+        if self.brokers is not None and self.model_fields_set & {"host", "port"}:
+            raise ValueError("give either brokers or host/port, not both")
+        return self
+
+    @property
+    def broker_list(self) -> list[str]:
+        """``brokers``, or the one ``host:port``."""
+        return self.brokers or [str(BrokerAddress(self.host, self.port))]
+
+    @property
+    def first_broker(self) -> BrokerAddress:
+        return parse_address(self.broker_list[0])
+
+    def broker_config(self, default_client_id: str) -> BrokerConfig:
+        """The connection settings as the shared MQTT builder's config (edugate.common.mqtt)."""
+        return BrokerConfig(
+            brokers=self.broker_list,
+            tls=self.tls, username=self.username, password_file=self.password_file,
+            client_id=self.client_id or default_client_id, keepalive_s=self.keepalive_s, clean_session=True,
+            reconnect=ReconnectPolicy(first_delay_s=min(0.1, self.reconnect_max_s), max_delay_s=self.reconnect_max_s),
+        )
 
 
 class StorageConfig(StrictModel):
@@ -68,11 +95,11 @@ class StorageConfig(StrictModel):
 class PrivacyConfig(StrictModel):
     secret_file: Path = Field(Path("/var/lib/edugate/school.key"), description="The school's pseudonymisation "
                               "key (mode 0600), created on first run. Back it up: it is needed to re-identify.")
-
-
-class AccessConfig(StrictModel):
-    allowlist_file: Path | None = Field(None, description="Where the allow-list pushed by central is kept "
-                                        "(default: allowlist.json next to the outbox).")
+    card_identity: CardIdentityRule | None = Field(None, description="The school's card identity rule, the same "
+                                                   "on every gateway of the school: which part of a card's number "
+                                                   "its pseudonym is taken over, so that one card gives one "
+                                                   "pseudonym at every reader (docs/drivers/cards.md). Without it, "
+                                                   "cards are pseudonymised as each reader reads them.")
 
 
 class ClockConfig(StrictModel):
@@ -102,9 +129,6 @@ class GatewayConfigBase(StrictModel):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     downlink: DownlinkConfig = Field(default_factory=DownlinkConfig)
     timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the school (timetable, bus routes).")
-    timetable: TimetableConfig | None = Field(None, description="Periods for attendance; none = no attendance.")
-    access: AccessConfig = Field(default_factory=AccessConfig)
-    bus: BusConfig | None = Field(None, description="School bus routes (a bus gateway).")
     web: WebConfig = Field(default_factory=WebConfig, description="The local status and live-readings pages.")
     devices: list[DeviceConfig] = Field(default_factory=list)
 
@@ -127,18 +151,35 @@ class GatewayConfigBase(StrictModel):
         self.web.check_devices(set(seen))
         return self
 
+    @model_validator(mode="after")
+    def _card_readers_fit_the_rule(self) -> GatewayConfigBase:
+        if problems := check_readers(self.privacy.card_identity, self.devices):
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _service_fields() -> dict[str, Any]:
+    """One top-level key per config section the registered services declare (``timetable:``, ``bus:``...)."""
+    fields: dict[str, Any] = {}
+    for key, section in config_sections(reserved=GatewayConfigBase.model_fields).items():
+        if section.required:
+            fields[key] = (section.model, Field(default_factory=section.model, description=section.description))
+        else:
+            fields[key] = (section.model | None, Field(None, description=section.description))
+    return fields
+
 
 @cache
 def gateway_config_model(drivers: frozenset[str] | None = None) -> type[GatewayConfigBase]:
-    """The config model with ``devices`` typed by each driver's own config model.
+    """The config model with the services' sections and ``devices`` typed by each driver's own config model.
 
     ``drivers`` limits it to those drivers (what :func:`parse_config` uses for a config whose devices
     all name installed drivers, so that only those are imported); None means every installed driver.
     """
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        "GatewayConfig", __base__=GatewayConfigBase,
-        devices=(list[_device_union(drivers)], Field(default_factory=list)),
-    )
+    fields: dict[str, Any] = {**_service_fields(),
+                              "devices": (list[_device_union(drivers)], Field(default_factory=list))}  # type: ignore[misc]  # a union built at run time
+    model: type[GatewayConfigBase] = create_model("GatewayConfig", __base__=GatewayConfigBase, **fields)
+    return model
 
 
 GatewayConfig = GatewayConfigBase  # the type to annotate with; instances come from gateway_config_model()
@@ -152,76 +193,6 @@ def json_schema() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- loading with locations
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def format_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _duplicate_keys(node: yaml.Node, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple, int, str]]:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                yield (*loc, key.value), key.start_mark.line + 1, f"key {key.value!r} appears twice"
-            seen.add(key.value)
-            yield from _duplicate_keys(value, (*loc, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, i))
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
-    """The YAML line of the deepest node along ``loc`` that exists."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        nxt = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    nxt = value if not isinstance(value, yaml.ScalarNode) or value.value != "" else key
-                    line = key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        if nxt is None:
-            break
-        node = nxt
-        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            line = node.start_mark.line + 1
-        elif not isinstance(part, str):
-            line = node.start_mark.line + 1
-    return line
 
 
 def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
@@ -250,11 +221,19 @@ def _message(err: Any) -> str:
         return f"unknown driver {name!r} (known: {', '.join(driver_classes())})"
     if kind == "union_tag_not_found":
         return f"a device needs a 'driver' (one of: {', '.join(driver_classes())})"
+    if kind == "literal_error" and tuple(err["loc"]) == ("schema_version",):  # issue 19
+        newer = isinstance(err["input"], int) and err["input"] > SCHEMA_VERSION
+        return (f"schema version {err['input']!r}: this EduGate reads version {SCHEMA_VERSION}" +
+                (", the file was written for a newer EduGate: install that version" if newer else ""))
     if kind == "literal_error" and err["loc"][-1:] == ("driver",):
         return f"unknown driver {err['input']!r} (known: {', '.join(driver_classes())})"
     if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == ID_PATTERN:
         return f"{err['input']!r} is not a valid id: use lower-case letters, digits, '-' and '_' (at most 63)"
     if kind == "extra_forbidden":
+        broken = broken_services() if len(err["loc"]) == 1 else {}
+        if broken:  # the key may belong to a service that failed to load
+            return "unknown key (a typo?, or the section of a service that cannot be loaded: " + \
+                "; ".join(f"{name}: {reason}" for name, reason in broken.items()) + ")"
         return "unknown key (a typo?)"
     msg: str = err["msg"]
     return msg.removeprefix("Value error, ")
@@ -289,20 +268,7 @@ def _named_drivers(data: dict[str, Any]) -> frozenset[str] | None:
 
 def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
     """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(filename, line, "", f"invalid YAML: {problem} (check the indentation)")]) from None
-    problems = [Problem(filename, line, format_path(loc), msg) for loc, line, msg in _duplicate_keys(root)] \
-        if root is not None else []
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(filename, 1, "", "the file must be a YAML mapping (key: value)")])
+    root, data, problems = parse_mapping(text, filename)
     problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg) for loc, msg in _duplicate_ids(data)]
     try:
         cfg = gateway_config_model(_named_drivers(data)).model_validate(data)
@@ -321,13 +287,28 @@ def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
     return cfg
 
 
+def config_warnings(cfg: GatewayConfigBase) -> list[tuple[tuple[str | int, ...], str]]:
+    """What the services find valid but probably not meant (e.g. an attendance reader without a timetable)."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for cls in service_classes().values():
+        section = getattr(cfg, cls.section.key, None) if cls.section is not None else None
+        found += cls.config_warnings(section, cfg.devices)
+    return found
+
+
+def load_warnings(path: str | Path, cfg: GatewayConfigBase) -> list[Problem]:
+    """:func:`config_warnings` of a valid config file, each at its line (``file:line: path: warning: ...``)."""
+    warnings = config_warnings(cfg)
+    if not warnings:
+        return []
+    root, _, _ = parse_mapping(read_text(Path(path)), str(path))
+    return [Problem(str(path), _line_of(root, loc), format_path(loc), f"warning: {message}")
+            for loc, message in warnings]
+
+
 def load_config(path: str | Path) -> GatewayConfigBase:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
-    cfg = parse_config(text, str(path))
+    cfg = parse_config(read_text(path), str(path))
     return _resolve_relative_paths(cfg, path.parent)
 
 

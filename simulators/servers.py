@@ -102,6 +102,10 @@ class _Server:
         self.stop()
 
 
+SHIPPED_CONF = Path(__file__).resolve().parents[1] / "config" / "mosquitto" / "conf.d" / "edugate-central.conf"
+"""The central broker settings the project ships (in a source checkout; None-safe: check ``.exists()``)."""
+
+
 @dataclass
 class Mosquitto(_Server):
     """A private Mosquitto broker. ``persistence`` keeps sessions and queued
@@ -109,22 +113,28 @@ class Mosquitto(_Server):
 
     persistence: bool = True
     extra_conf: str = ""
+    # A broker settings file (the shipped config/mosquitto/conf.d/edugate-central.conf, see SHIPPED_CONF)
+    # used instead of the tests' own autosave/queue settings; the listener and folders stay ours.
+    conf_file: Path | None = None
 
     def _argv(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
+        ours = [
+            f"persistence {'true' if self.persistence else 'false'}",
+            "autosave_interval 1",
+            "max_inflight_messages 0",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_packet_size 268435455",
+        ]
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             # as root, mosquitto would switch to user "mosquitto" and could not write its persistence
             # file in our folder; stay the user who started it
             "user root" if os.geteuid() == 0 else "",
-            f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
-            "autosave_interval 1",
-            "max_inflight_messages 0",
-            "max_queued_messages 0",
-            "max_queued_bytes 0",
-            "max_packet_size 268435455",
+            *(ours if self.conf_file is None else [Path(self.conf_file).read_text()]),
             "log_dest stdout",
             "log_type error",
             "log_type warning",

@@ -189,7 +189,7 @@ class Sip2Simulator:
             return  # the simulator is shutting down (a handler task must not end cancelled on Python 3.11)
         finally:
             self._open.discard(writer)
-            self._handlers.discard(task)  # type: ignore[arg-type]
+            self._handlers.discard(task)
             writer.close()
 
     async def _handle(self, conn: _Conn, frame: bytes) -> bool:

@@ -66,7 +66,7 @@ class _LineDevice:
 
     def _on_data(self, data: bytes) -> None:
         for item in self._decoder.feed(data):
-            (self.bad if isinstance(item, BadLine) else self.lines).append(item)  # type: ignore[arg-type]
+            (self.bad if isinstance(item, BadLine) else self.lines).append(item)  # type: ignore[arg-type]  # narrowed per list
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import signal
@@ -22,20 +24,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def wait_async(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
-    """``wait_for`` for async tests whose simulators run on the test's own event loop."""
-    import asyncio
-
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def send_command(broker_url: str, key: Path, school: str, gateway: str, name: str, args: dict) -> dict:
     """Sign and send a command with ``edugate send``; return the gateway's cmd-result."""
     result = subprocess.run(
@@ -46,16 +34,60 @@ def send_command(broker_url: str, key: Path, school: str, gateway: str, name: st
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+class _Deadline:
+    """The clock and the failure message shared by ``wait_for`` and ``wait_for_async``."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout, self.what = timeout, what
+        self.end = time.monotonic() + timeout
+
+    def check(self, last: Any) -> None:
+        if time.monotonic() > self.end:
+            shown = repr(last) if len(repr(last)) <= 200 else repr(last)[:200] + "..."
+            raise AssertionError(f"timed out after {self.timeout:g} s waiting for {self.what} (last: {shown})")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy and return that; after ``timeout`` s fail naming
+    ``what``. For a condition with no event to await (a file, a subprocess's output, a broker's delivery)."""
+    deadline = _Deadline(timeout, what)
+    while not (value := condition()):
+        deadline.check(value)
+        time.sleep(interval)
+    return value
+
+
+async def wait_for_async(condition: Callable[[], Any], timeout: float, what: str,  # noqa: ASYNC109 - as wait_for
+                         interval: float = 0.05) -> Any:
+    """``wait_for`` inside an event loop, for tests whose simulators run on that loop; ``condition`` may be a
+    coroutine function."""
+    deadline = _Deadline(timeout, what)
     while True:
-        value = predicate()
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+        deadline.check(value)
+        await asyncio.sleep(interval)
+
+
+wait_async = wait_for_async  # the name its first callers use (tests/e2e/test_cards.py, test_bus.py, test_library.py)
+
+
+def undelivered(collector: Collector, outbox: Path) -> set[int]:
+    """Seqs the outbox committed that are neither at the collector nor still queued: the broker has them
+    (acknowledged, on their way), unless the disk budget thinned them."""
+    next_seq, queued = outbox_state(outbox)
+    return set(range(1, next_seq)) - queued - collector.distinct()
+
+
+def ingest_stats(stats_file: Path) -> dict[str, Any]:
+    """The counters an ingest worker writes to its ``--stats-file`` ({} before the first write)."""
+    try:
+        return json.loads(stats_file.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclass
@@ -126,6 +158,17 @@ def outbox_state(path: Path) -> tuple[int, set[int]]:
     return (row[0] if row else 1), queued
 
 
+def outbox_ready(path: Path) -> bool:
+    """The outbox file exists with its tables (``outbox_state`` can read it)."""
+    if not path.exists():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is not None
+    finally:
+        conn.close()
+
+
 @dataclass
 class GatewayProcess:
     """``edugate run`` in a subprocess with a config written from a dict."""
@@ -154,7 +197,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "edugate.cli.main", "run", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
         log.close()
-        wait_for(self.outbox_path.exists, 20, "the gateway to create its outbox")
+        wait_for(lambda: outbox_ready(self.outbox_path), 20, "the gateway to create its outbox")
         return self
 
     def stop(self) -> int:

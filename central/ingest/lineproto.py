@@ -10,7 +10,9 @@ skipped record or value. The mapping (documented in ``docs/mqtt-contract.md``):
   record's ``ts`` in ms. VictoriaMetrics names the series ``edugate_<field>``.
 * event record -> measurement ``edugate_event``, tags ``school, gateway,
   device, room, type`` plus the few low-cardinality data keys in
-  ``EVENT_TAG_KEYS`` (role, direction, decision, action, period, late...),
+  ``EVENT_TAG_KEYS`` (role, direction, decision, action, period, late...; a
+  value's characters outside ``[A-Za-z0-9_.:-]`` become ``_``, and a value
+  that still cannot be a label is counted in ``dropped_labels``),
   field ``count=1`` (series ``edugate_event_count``) plus every numeric data
   value (e.g. ``present`` of an ``attendance_summary`` -> ``edugate_event_present``).
   Pseudonyms are never labels.
@@ -31,37 +33,34 @@ from typing import Any
 
 import orjson
 
-TOPIC_ROOT = "edu/v1"
+from edugate.contract.records import (
+    DEVICE_PATTERN,
+    EVENT_TYPE_PATTERN,
+    MAX_ROOM_CHARS,
+    MAX_TS_MS,
+    VALUE_NAME_PATTERN,
+)
+from edugate.contract.topics import (  # noqa: F401 - the topic contract, re-exported for the ingest's callers
+    TOPIC_ROOT,
+    InvalidTopic,
+    Topic,
+    parse_topic,
+)
+
 MEASUREMENT = "edugate"
 EVENT_MEASUREMENT = "edugate_event"
 GATEWAY_MEASUREMENT = "edugate_gateway"
 
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-"""School and gateway ids (the topic levels)."""
-DEVICE_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,62}$")
+DEVICE_RE = re.compile(DEVICE_PATTERN)
 """Device ids: the config's id pattern, plus the gateway's own ``_gateway``."""
-VALUE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+VALUE_NAME_RE = re.compile(VALUE_NAME_PATTERN)
 """Value names, as the gateway pipeline accepts them."""
-EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
-MAX_ROOM = 64
-MAX_TS_MS = 2**53  # beyond this a JSON number is no longer an exact integer in most consumers
+EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+MAX_ROOM = MAX_ROOM_CHARS
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
-DATA_KINDS = ("telemetry", "event")
-KINDS = (*DATA_KINDS, "state")
 
 _TAG_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
-
-
-class InvalidTopic(ValueError):
-    """A topic outside ``edu/v1/{school}/{gateway}/{telemetry|event|state}``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    school: str
-    gateway: str
-    kind: str  # "telemetry" | "event" | "state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +87,7 @@ class Converted:
     invalid_records: int = 0  # records skipped whole
     invalid_values: int = 0  # single values skipped (the rest of the record is stored)
     ignored_values: int = 0  # string values: allowed, but not a time series
+    dropped_labels: int = 0  # event data that should have been a label and cannot be one (the event is stored)
     points: int = 0  # field values written (one per line for events)
     unsynced: int = 0  # records stamped while the gateway clock was not synchronised
     max_seq: int | None = None
@@ -96,21 +96,6 @@ class Converted:
     @property
     def payload_invalid(self) -> bool:
         return bool(self.problems) and self.problems[0].index is None
-
-
-def parse_topic(topic: str) -> Topic:
-    """Split ``edu/v1/{school}/{gateway}/{kind}``; raise :class:`InvalidTopic` saying what is wrong."""
-    parts = topic.split("/")
-    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
-        raise InvalidTopic(f"topic {topic!r} is not {TOPIC_ROOT}/{{school}}/{{gateway}}/{{kind}}")
-    _, _, school, gateway, kind = parts
-    if not ID_RE.match(school):
-        raise InvalidTopic(f"school id {school!r} must match {ID_RE.pattern}")
-    if not ID_RE.match(gateway):
-        raise InvalidTopic(f"gateway id {gateway!r} must match {ID_RE.pattern}")
-    if kind not in KINDS:
-        raise InvalidTopic(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    return Topic(school, gateway, kind)
 
 
 def escape_tag(text: str) -> str:
@@ -218,7 +203,10 @@ class LineEncoder:
             if not isinstance(data, dict):
                 self._skip(out, index, f"'data' must be an object, got {_json_type(data)}")
                 continue
-            tags, fields = _event_tags_and_fields(data)
+            tags, fields, dropped = _event_tags_and_fields(data)
+            for key, why in dropped:
+                out.dropped_labels += 1
+                out.problems.append(Problem(index, why, key))
             prefix = self._prefix(EVENT_MEASUREMENT, topic, device, room, event_type)
             out.lines.append(f"{prefix}{tags} count=1{fields} {ts}")
             out.points += 1 + fields.count("=")
@@ -288,21 +276,43 @@ class LineEncoder:
         return escape_tag(name) + "="
 
 
-EVENT_TAG_KEYS = ("role", "direction", "decision", "action", "period", "late", "reason", "alert")
+EVENT_TAG_KEYS = ("role", "direction", "decision", "action", "period", "late", "reason", "alert", "rule", "severity",
+                  "session")
 """Event data keys stored as labels: few values each, never personal (a pseudonym is never a label)."""
 EVENT_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
+"""What a label value is made of: after :func:`encode_label`, 1 to 40 of these characters."""
+MAX_LABEL_CHARS = 40
+_OUTSIDE_LABEL_RE = re.compile(r"[^A-Za-z0-9_.:-]")
 EVENT_FIELD_SKIP = frozenset({"seq", "ts", "boarded_at"})
 
 
-def _event_tags_and_fields(data: dict[str, Any]) -> tuple[str, str]:
-    """Line-protocol tag and field suffixes for an event's data: whitelisted labels, numeric values as fields."""
+def encode_label(value: str) -> str:
+    """A label value in the label alphabet: every character outside ``[A-Za-z0-9_.:-]`` becomes ``_``
+    (``no allow-list`` -> ``no_allow-list``), one for one, so a value that fits stays as it is."""
+    return _OUTSIDE_LABEL_RE.sub("_", value)
+
+
+def _event_tags_and_fields(data: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]]]:
+    """Line-protocol tag and field suffixes for an event's data: whitelisted labels (encoded), numeric values as
+    fields; and the labels dropped, as (key, why)."""
     tags = ""
+    dropped: list[tuple[str, str]] = []
     for key in EVENT_TAG_KEYS:
         value = data.get(key)
+        if value is None:
+            continue
         if isinstance(value, bool):
             value = "true" if value else "false"
-        if isinstance(value, str) and EVENT_TAG_VALUE_RE.match(value):
-            tags += f",{key}={value}"
+        elif key == "late" and type(value) in (int, float):
+            continue  # minutes late (an attendance summary's count): a field, below
+        if not isinstance(value, str):
+            dropped.append((key, f"label dropped: {_json_type(value)}, not a string or boolean"))
+        elif not value:
+            dropped.append((key, "label dropped: an empty string"))
+        elif len(value) > MAX_LABEL_CHARS:
+            dropped.append((key, f"label dropped: longer than {MAX_LABEL_CHARS} characters ({len(value)})"))
+        else:
+            tags += f",{key}={encode_label(value)}"
     fields = ""
     for key, value in data.items():
         if (type(value) in (int, float) and key not in EVENT_FIELD_SKIP and key not in EVENT_TAG_KEYS
@@ -310,7 +320,7 @@ def _event_tags_and_fields(data: dict[str, Any]) -> tuple[str, str]:
             fields += f",{key}={float(value)!r}"
     if isinstance(data.get("late"), int) and not isinstance(data.get("late"), bool):
         fields += f",late={float(data['late'])!r}"
-    return tags, fields
+    return tags, fields, dropped
 
 
 def _json_type(value: Any) -> str:

@@ -3,9 +3,14 @@
 One worker = one paho-mqtt client with a persistent session (fixed client id,
 ``clean_session=False``) and ``manual_ack=True``: a message is PUBACKed only
 after the lines made from it are written to the store. Telemetry and events
-come through shared subscriptions (``$share/{group}/...``) so several workers
-split the load; every worker also follows all ``.../state`` topics and keeps
-the fleet table.
+come through one plain subscription by default (a single worker: Mosquitto
+restores it from its persistence file after a restart, so what gateways send
+before the worker is back is queued for it); with a ``group``, through shared
+subscriptions (``$share/{group}/...``) so several workers split the load, but
+Mosquitto 2.0 does not restore those after its own restart and drops what
+arrives before the workers re-subscribe: the worker asks the broker for its
+version (``$SYS/broker/version``) and says so loudly. Every worker also follows
+all ``.../state`` topics and keeps the fleet table.
 
 Two threads:
 
@@ -47,11 +52,15 @@ from influxdb_client.rest import ApiException
 
 from edugate.central.eventstore import EventStore
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
-from edugate.central.ingest.lineproto import TOPIC_ROOT, InvalidTopic, LineEncoder, parse_topic, state_line
+from edugate.central.ingest.lineproto import LineEncoder, state_line
+from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, ReconnectPolicy, paho_client
+from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, parse_topic
 
 log = logging.getLogger(__name__)
 
 GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+SYS_VERSION_TOPIC = "$SYS/broker/version"
+SHARE_UNSAFE = ("mosquitto version 1.", "mosquitto version 2.0.")  # do not restore $share subscriptions
 MSG_OVERHEAD = 256  # bytes counted per queued message on top of its payload
 IDLE_GAP_S = 0.005  # a batch is written when no message came for this long (or batch_ms/batch_lines is reached)
 
@@ -63,7 +72,7 @@ class IngestConfig:
     client_id: str
     broker_host: str = "127.0.0.1"
     broker_port: int = 1883
-    group: str = "edugate-ingest"
+    group: str = ""  # '' = one worker, plain subscription (the default that cannot lose); see SHARE_UNSAFE
     store_url: str = "http://127.0.0.1:8428"
     bucket: str = "edugate"
     org: str = ""
@@ -82,6 +91,8 @@ class IngestConfig:
     stats_file: Path | None = None
     stats_interval_s: float = 1.0
     events_db: Path | None = None  # also keep every event record in this SQLite file (gateway/eventstore.py)
+    # The whole broker section (failover list, mTLS...); None: built from broker_host/port, username, tls above.
+    broker: BrokerConfig | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.client_id or len(self.client_id) > 128 or any(c in self.client_id for c in "/+#"):
@@ -94,6 +105,21 @@ class IngestConfig:
             raise ValueError("batch_lines must be >= 1, batch_ms >= 0 and queue_bytes >= 1024")
         if not self.bucket:
             raise ValueError("bucket must not be empty")
+        if self.broker is not None and self.broker.protocol == "5" and self.broker.session_expiry_s is None:
+            raise ValueError("an ingest worker needs a persistent session: with MQTT 5 set broker.session_expiry_s")
+
+    def broker_config(self) -> BrokerConfig:
+        """The broker settings for the MQTT builder, always with a persistent session under ``client_id``."""
+        worker = {"client_id": self.client_id, "clean_session": False}
+        if self.broker is not None:
+            return self.broker.model_copy(update=worker)
+        return BrokerConfig(brokers=[str(BrokerAddress(self.broker_host, self.broker_port))], username=self.username,
+                            tls=MqttTls(ca_file=self.tls_ca_file) if self.tls else None, keepalive_s=self.keepalive_s,
+                            reconnect=ReconnectPolicy(first_delay_s=0.1, max_delay_s=1.0), **worker)
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.group)
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -123,6 +149,7 @@ class IngestStats:
     records_unsynced: int = 0
     values_invalid: int = 0
     values_ignored: int = 0  # strings: allowed on the wire, not stored
+    labels_dropped: int = 0  # event data under a label key that cannot be a label (the event is still stored)
     events_stored: int = 0  # new rows in the event log (--events-db)
     events_store_errors: int = 0
     lines_written: int = 0
@@ -137,6 +164,8 @@ class IngestStats:
     broker_connected: bool = False
     subscribed: bool = False
     store_up: bool = True
+    broker_version: str = ""  # from $SYS/broker/version (asked only with a shared group)
+    share_unsafe: bool = False  # a shared group on a broker known not to restore it after a restart
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -272,9 +301,9 @@ class IngestWorker:
     def run(self) -> None:
         """Connect, then convert/write/acknowledge until :meth:`stop`; flush and disconnect."""
         cfg = self.cfg
-        log.info("ingest %s: broker %s:%d, group %r, store %s", cfg.client_id, cfg.broker_host, cfg.broker_port,
-                 cfg.group, cfg.store_url)
-        self._client.connect_async(cfg.broker_host, cfg.broker_port, keepalive=cfg.keepalive_s)
+        log.info("ingest %s: broker %s, group %r, store %s", cfg.client_id,
+                 ", ".join(cfg.broker_config().brokers), cfg.group, cfg.store_url)
+        self._client.connect_async_first()
         self._client.loop_start()
         try:
             while not (self._stopping.is_set() and (self._hard_stop.is_set() or self._inbox.sizes()[0] == 0)):
@@ -311,15 +340,9 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ MQTT (paho's thread)
 
-    def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=False,
-                             protocol=mqtt.MQTTv311, manual_ack=True)
-        client.reconnect_delay_set(min_delay=0.1, max_delay=1.0)  # type: ignore[arg-type]  # floats work
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.tls_ca_file) if cfg.tls_ca_file else None)
+    def _make_client(self) -> Any:
+        """paho, built by edugate.common.mqtt: failover along the broker list, jittered reconnects."""
+        client = paho_client(self.cfg.broker_config(), password=self.cfg.password, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -332,8 +355,7 @@ class IngestWorker:
         if reason.is_failure:
             if not self._broker_down_logged:  # once per outage: paho retries every second
                 self._broker_down_logged = True
-                log.error("broker %s:%d refused the connection: %s; retrying", self.cfg.broker_host,
-                          self.cfg.broker_port, reason)
+                log.error("broker %s refused the connection: %s; retrying", self._client.broker, reason)
             return
         with self._ack_lock:
             if not flags.session_present:
@@ -342,12 +364,16 @@ class IngestWorker:
         self.stats.connects += 1
         self.stats.broker_connected = True
         self._broker_down_logged = False
-        log.info("connected to broker %s:%d as %r (%s)", self.cfg.broker_host, self.cfg.broker_port,
+        log.info("connected to broker %s as %r (%s)", self._client.broker,
                  self.cfg.client_id, "session resumed" if flags.session_present else "new session")
         client.subscribe(self.cfg.subscriptions)
+        if self.cfg.shared:
+            client.subscribe(SYS_VERSION_TOPIC, 0)  # answered with the retained version: see _check_broker
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[mqtt.ReasonCode],
                       _props: Any) -> None:
+        if len(reasons) != len(self.cfg.subscriptions):
+            return  # the $SYS/broker/version subscription: a refusal there only means no version check
         failed = [topic for (topic, _), rc in zip(self.cfg.subscriptions, reasons, strict=False) if rc.is_failure]
         if failed:
             log.error("broker refused subscription(s) %s (ACL? shared subscriptions disabled?)", ", ".join(failed))
@@ -358,7 +384,7 @@ class IngestWorker:
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         if not self._broker_down_logged:
             self._broker_down_logged = True
-            log.warning("cannot reach broker %s:%d; retrying every second", self.cfg.broker_host, self.cfg.broker_port)
+            log.warning("cannot reach broker %s; retrying", self._client.broker)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode,
                        _props: Any) -> None:
@@ -368,11 +394,14 @@ class IngestWorker:
         if self._stopping.is_set():
             return
         self.stats.disconnects += 1
-        log.warning("lost broker %s:%d (%s); unacknowledged messages come again after reconnecting",
-                    self.cfg.broker_host, self.cfg.broker_port, reason)
+        log.warning("lost broker %s (%s); unacknowledged messages come again after reconnecting",
+                    self._client.broker, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Queue the message (blocking while the inbox is full). Never raises: paho's thread must live."""
+        if bytes(message._topic).startswith(b"$SYS/"):
+            self._check_broker(message.payload)
+            return
         self.stats.messages += 1
         if message.dup:
             self.stats.messages_redelivered += 1
@@ -389,6 +418,18 @@ class IngestWorker:
         msg = _Msg(topic, message.payload, message.mid, message.qos, session, int(time.time() * 1000))
         if not self._inbox.put(msg, self._stopping):
             self._release(msg)
+
+    def _check_broker(self, payload: bytes) -> None:
+        """A shared group on a broker that forgets shared subscriptions at its restart: say so, loudly."""
+        version = payload.decode(errors="replace").strip()
+        self.stats.broker_version = version
+        if self.cfg.shared and version.lower().startswith(SHARE_UNSAFE):
+            self.stats.share_unsafe = True
+            log.error("UNSAFE: group %r uses shared subscriptions ($share/...), which %s does not restore after "
+                      "its own restart: whatever gateways send between the broker's restart and this worker's "
+                      "re-subscription is DROPPED. Run one worker with a plain subscription (--group '', the "
+                      "default) on this broker; several workers only on a broker that keeps shared consumption "
+                      "across its restart (see docs/central.md)", self.cfg.group, version)
 
     # ------------------------------------------------------------------ converting (the run thread)
 
@@ -435,6 +476,7 @@ class IngestWorker:
         stats.records_unsynced += conv.unsynced
         stats.values_invalid += conv.invalid_values
         stats.values_ignored += conv.ignored_values
+        stats.labels_dropped += conv.dropped_labels
         if conv.payload_invalid:
             stats.messages_invalid += 1
             self._invalid_log.warning("%s: message skipped (%d bytes): %s", msg.topic, len(msg.payload),

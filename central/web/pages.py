@@ -5,7 +5,7 @@
 * it follows every gateway's retained ``edu/v1/+/+/state`` with a plain,
   clean-session subscription of its own (the broker hands it the whole table
   on connect: births, periodic refreshes and last wills), parsed by the same
-  :mod:`gateway.fleet` code as the ingest workers;
+  :mod:`edugate.central.fleet` code as the ingest workers;
 * it asks the store (VictoriaMetrics, PromQL over ``/api/v1/query`` and
   ``/api/v1/query_range``) for what only the store has: outbox backlog and
   fill from the gateways' health records, alert events, and the plots.
@@ -25,7 +25,6 @@ import json
 import logging
 import pathlib
 import signal
-import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -39,17 +38,26 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
-from edugate.central.ingest.lineproto import TOPIC_ROOT, InvalidTopic, parse_topic
+from edugate.central.sessions import SessionNotFound, StoreUnavailable, session_csv, session_from_store
+from edugate.common.mqtt import Backoff, BrokerAddress, BrokerConfig, Failover, MqttTls, ReconnectPolicy, aiomqtt_client
+from edugate.common.web.serve import serve_app
 from edugate.common.web.site import SiteAuth, Viewer, build_site, page
-from edugate.drivers.base import ID_PATTERN
-from edugate.gateway.web.views import ago, local_time
+from edugate.common.web.timefmt import ago, local_time
+from edugate.contract.ids import ID_PATTERN
+from edugate.contract.records import SESSION_PATTERN
+from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, parse_topic
 
 log = logging.getLogger(__name__)
 
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
+"""Central's own pages (fleet, one gateway); they extend the shared ``base.html`` of ``common/web``."""
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 POINTS = 720  # per plot at most (1 h: one point per 5 s)
 SILENT_S = 300  # an "online" gateway whose state has not been refreshed for this long is flagged
 FILL_ALERT = 0.8  # outbox over 80 % of its disk budget
+ACTIVE_ALERTS = ('last_over_time(edugate_event_value{type="alert"}[7d]) and on (school, gateway, device, rule) '
+                 '(last_over_time(edugate_event_active{type="alert"}[7d]) > 0)')
+"""The gateways' threshold alerts still raised (their last ``alert`` event says active 1), with their value."""
 FilterQuery = Annotated[str | None, Query(max_length=64, description="'' or absent: no filter.")]
 IdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A school or gateway id.")]
 
@@ -102,6 +110,7 @@ class StateFollower:
     tls_ca_file: pathlib.Path | None = None
     tls: bool = False
     client_id: str = "edugate-central"
+    broker: BrokerConfig | None = None  # the whole broker section (failover, mTLS); None: from the fields above
     table: FleetTable = field(default_factory=FleetTable)
     districts: dict[tuple[str, str], str | None] = field(default_factory=dict)
     connected: bool = False
@@ -129,28 +138,38 @@ class StateFollower:
         else:
             self.districts.setdefault(key, None)
 
+    def broker_config(self) -> BrokerConfig:
+        if self.broker is not None:
+            return self.broker
+        return BrokerConfig(brokers=[str(BrokerAddress(self.host, self.port))], username=self.username,
+                            tls=MqttTls(ca_file=self.tls_ca_file) if self.tls or self.tls_ca_file else None,
+                            keepalive_s=30, reconnect=ReconnectPolicy(first_delay_s=0.2, max_delay_s=2.0))
+
     async def run(self) -> None:
-        """Follow the broker until cancelled, reconnecting every 2 s at most."""
-        delay = 0.2
+        """Follow the broker(s) until cancelled, reconnecting with a jittered back-off (edugate.common.mqtt)."""
+        cfg = self.broker_config()
+        failover, backoff = Failover(cfg), Backoff(cfg.reconnect)
         while True:
-            tls = ssl.create_default_context(cafile=str(self.tls_ca_file) if self.tls_ca_file else None) \
-                if self.tls or self.tls_ca_file else None
+            address = failover.current
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id, username=self.username,
-                                          password=self.password, tls_context=tls, clean_session=True,
-                                          keepalive=30, timeout=10) as client:
+                async with aiomqtt_client(cfg, identifier=self.client_id, broker=address, password=self.password,
+                                          timeout=10) as client:
                     await client.subscribe(f"{TOPIC_ROOT}/+/+/state", qos=1)
-                    self.connected, self.last_error, delay = True, None, 0.2
-                    log.info("central: following gateway states on %s:%d", self.host, self.port)
+                    self.connected, self.last_error = True, None
+                    log.info("central: following gateway states on %s", address)
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
                         self.apply(str(message.topic), bytes(payload))
             except aiomqtt.MqttError as exc:
                 if self.connected or self.last_error != str(exc):
-                    log.warning("central: broker %s:%d: %s; reconnecting", self.host, self.port, exc)
+                    log.warning("central: broker %s: %s; reconnecting", address, exc)
+                if self.connected:  # start again from the preferred broker, quickly
+                    backoff.reset()
+                    failover.connected()
+                else:
+                    failover.failed()
                 self.connected, self.last_error = False, str(exc)
-            await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            await backoff.sleep()
 
 
 @dataclass
@@ -176,14 +195,16 @@ class Central:
         backlog: dict[tuple[str, str], float] = {}
         fill: dict[tuple[str, str], float] = {}
         alert_events: list[dict[str, Any]] = []
+        raised: list[dict[str, Any]] = []
         try:
-            backlog, fill, events = await asyncio.gather(
+            backlog, fill, events, active = await asyncio.gather(
                 self._by_gateway('max by (school, gateway) (last_over_time(edugate_outbox_records'
                                  '{device="_gateway"}[15m]))'),
                 self._by_gateway('max by (school, gateway) (last_over_time(edugate_outbox_bytes{device="_gateway"}'
                                  '[15m]) / last_over_time(edugate_outbox_budget_bytes{device="_gateway"}[15m]))'),
                 self.store.query('sum by (school, gateway, device, type) (count_over_time(edugate_event_count'
-                                 '{alert="true"}[24h])) > 0'))
+                                 '{alert="true"}[24h])) > 0'), self.store.query(ACTIVE_ALERTS))
+            raised = [s["metric"] | {"value": float(s["value"][1])} for s in active]
             alert_events = [{"school": s["metric"].get("school"), "gateway": s["metric"].get("gateway"),
                              "device": s["metric"].get("device"), "type": s["metric"].get("type", "alert"),
                              "count": int(float(s["value"][1]))} for s in events]
@@ -225,6 +246,14 @@ class Central:
                 alerts.append({"level": "bad", "school": ev["school"], "gateway": ev["gateway"],
                                "text": f"{ev['school']}/{ev['gateway']}: {ev['count']} × {ev['type']} "
                                        f"at {ev['device']} in the last 24 h"})
+        for al in raised:
+            if (al.get("school"), al.get("gateway")) in shown:
+                where = f"{al.get('school')}/{al.get('gateway')}"
+                alerts.append({"level": "bad" if al.get("severity") == "critical" else "warn",
+                               "school": al.get("school"), "gateway": al.get("gateway"),
+                               "text": f"{where}: {al.get('severity', 'warning')} alert {al.get('rule', '?')} at "
+                                       f"{al.get('device', '?')}" + (f" ({al['room']})" if al.get("room") else "")
+                                       + f", value {al['value']:g}"})
         return {
             "gateways": gateways, "alerts": alerts, "store_error": store_error,
             "broker_connected": self.follower.connected, "broker_error": self.follower.last_error,
@@ -281,7 +310,7 @@ def _align(series: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def create_central_app(central: Central, auth: SiteAuth) -> FastAPI:
-    app = build_site("EduGate central", auth, "/fleet", [("/fleet", "Fleet")])
+    app = build_site("EduGate central", auth, "/fleet", [("/fleet", "Fleet")], template_dirs=[TEMPLATES])
 
     async def fleet_view(district: str | None, school: str | None) -> dict[str, Any]:
         return await central.fleet(district or None, school or None)
@@ -323,13 +352,28 @@ def create_central_app(central: Central, auth: SiteAuth) -> FastAPI:
         except StoreError as exc:
             raise HTTPException(502, str(exc)) from None
 
+    @app.get("/api/sessions/{school}/{gateway}/{session}", summary="An experiment session by id, from the store",
+             responses={404: {"description": "No such session in the store"},
+                        502: {"description": "The store did not answer"}})
+    async def session_by_id(who: Viewer, school: IdPath, gateway: IdPath,
+                            session: Annotated[str, Path(pattern=SESSION_PATTERN)],
+                            format: Annotated[str, Query(pattern="^(json|csv)$")] = "json") -> Response:
+        try:
+            answer = await asyncio.to_thread(session_from_store, central.store, school, gateway, session)
+        except SessionNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except StoreUnavailable as exc:
+            raise HTTPException(502, str(exc)) from None
+        if format == "csv":
+            return Response(session_csv(answer, central.timezone), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{school}-{session}.csv"'})
+        return Response(orjson.dumps(answer), media_type="application/json")
+
     return app
 
 
 async def run_central(central: Central, app: FastAPI, host: str, port: int) -> None:
     """Follow the broker and serve the pages until SIGTERM/SIGINT."""
-    from edugate.gateway.web.serve import serve_app
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

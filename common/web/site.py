@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,8 @@ from edugate.contract import __version__
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-templates = Jinja2Templates(directory=HERE / "templates")
+SHARED_TEMPLATES = HERE / "templates"
+templates = Jinja2Templates(directory=SHARED_TEMPLATES)  # the shared templates only (login, setup, base, ...)
 MAX_FORM_BYTES = 8192
 
 SECURITY_HEADERS = [
@@ -79,10 +81,23 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def build_site(title: str, auth: SiteAuth, home: str, nav: list[tuple[str, str]]) -> FastAPI:
-    """A FastAPI app with the login pages, the error handlers and the static files; the caller adds its pages."""
+def site_templates(template_dirs: Sequence[Path] = ()) -> Jinja2Templates:
+    """Templates looked up in ``template_dirs`` first (in order), then in the shared ones (``base.html``, login...)."""
+    if not template_dirs:
+        return templates
+    return Jinja2Templates(directory=[*template_dirs, SHARED_TEMPLATES])
+
+
+def build_site(title: str, auth: SiteAuth, home: str, nav: list[tuple[str, str]],
+               template_dirs: Sequence[Path] = ()) -> FastAPI:
+    """A FastAPI app with the login pages, the error handlers and the static files; the caller adds its pages.
+
+    ``template_dirs``: the caller's own template folders (its pages extend the shared ``base.html``); searched
+    before the shared folder, so :func:`page` finds both the caller's templates and the shared ones.
+    """
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   responses=COMMON_RESPONSES)
+    app.state.templates = site_templates(template_dirs)
     app.state.auth = auth
     app.state.title = title
     app.state.nav = nav
@@ -236,7 +251,8 @@ async def check_csrf(request: Request, who: Principal) -> dict[str, str]:
 def page(request: Request, template: str, who: Principal | None, context: dict[str, Any],
          status_code: int = 200) -> HTMLResponse:
     app = request.app
-    return templates.TemplateResponse(request, template, {
+    site_tpl: Jinja2Templates = getattr(app.state, "templates", templates)
+    return site_tpl.TemplateResponse(request, template, {
         "title": app.state.title, "nav": app.state.nav if who else [], "who": who, "path": request.url.path,
         "version": __version__, **context}, status_code=status_code)
 

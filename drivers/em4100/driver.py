@@ -25,7 +25,8 @@ from typing import Literal
 from pydantic import Field
 
 from edugate.drivers.card_reader import CardRead
-from edugate.drivers.serial_reader import IDLE_CHECK_S, PortLost, SerialCardReader, SerialReaderConfig
+from edugate.drivers.serial_link import decoded
+from edugate.drivers.serial_reader import SerialCardReader, SerialReaderConfig
 
 __all__ = ["BadFrame", "EM4100Config", "EM4100Decoder", "EM4100Driver"]
 
@@ -155,30 +156,12 @@ class EM4100Driver(SerialCardReader[EM4100Config]):
 
     async def reads(self) -> AsyncIterator[CardRead]:
         cfg = self.config
-        backoff = self._backoff()
         while True:
-            link = await self._open(backoff)
-            backoff.reset()
-            self._online(f"{cfg.baudrate} bit/s")
-            decoder = EM4100Decoder()
-            try:
-                while True:
-                    data = await link.read(cfg.frame_timeout_s if decoder.pending else IDLE_CHECK_S)
-                    items: list[bytes | BadFrame]
-                    if data:
-                        items = decoder.feed(data)
+            async with self.port.session() as link:
+                self._online(f"{cfg.baudrate} bit/s")
+                async for item in decoded(link, EM4100Decoder(), cfg.frame_timeout_s):
+                    if isinstance(item, BadFrame):
+                        self._problem(item.kind, item.detail)
                     else:
-                        items = [*decoder.flush(cfg.frame_timeout_s)]
-                        if not items and (why := link.vanished()):
-                            raise PortLost(why)
-                    for item in items:
-                        if isinstance(item, BadFrame):
-                            self._problem(item.kind, item.detail)
-                        else:
-                            self.health.count("frames")
-                            yield CardRead(item, self.technology)
-            except PortLost as exc:
-                self._offline(f"reader disconnected: {exc}")
-            finally:
-                self._close_link()
-            await backoff.sleep()
+                        self.health.count("frames")
+                        yield CardRead(item, self.technology)

@@ -32,8 +32,9 @@ import pynmea2
 import serial
 from pydantic import Field
 
+from edugate.common.ratelimit import LogLimiter
 from edugate.contract.records import Emit, Reading, Rejected
-from edugate.drivers.base import Backoff, DeviceConfig, DeviceState, Driver
+from edugate.drivers.base import Backoff, DeviceConfig, Driver, Outage
 
 log = logging.getLogger(__name__)
 
@@ -225,23 +226,6 @@ class GpsState:
         return out
 
 
-class _Throttle:
-    """The first message of a kind at once, then at most one per ``period_s``, saying how many were held."""
-
-    def __init__(self, period_s: float = 60.0) -> None:
-        self.period_s = period_s
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, kind: str) -> int | None:
-        now = time.monotonic()
-        if now < self._next.get(kind, 0.0):
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return None
-        self._next[kind] = now + self.period_s
-        return self._held.pop(kind, 0)
-
-
 # ---------------------------------------------------------------- the driver
 
 
@@ -255,8 +239,10 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
         self.state = GpsState()
         self._last_fix: Fix | None = None
         self._port: serial.Serial | None = None
-        self._outage: str | None = None
-        self._throttle = _Throttle()
+        self.outage = Outage(self.health, log, config.id, health_text="{message}",
+                             down_text="{where}: GPS offline: {message}; retrying",
+                             up_text="{where}: GPS on {port} is back after {down:.1f} s", counter="disconnects")
+        self._limiter = LogLimiter(burst=1, window_s=60.0)  # per kind: the first at once, then one a minute
         self._last_emit: float | None = None
         self._last_valid = 0.0  # loop time of the latest valid sentence
         self._opened_at = 0.0  # loop time the port was opened
@@ -349,7 +335,7 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
         self.health.count("bad_sentences")
         self.health.count(f"bad_sentences.{bad.kind}")
         self._bad_since_valid += 1
-        held = self._throttle.allow(bad.kind)
+        held = self._limiter.allow(bad.kind)
         if held is not None:
             more = f" ({held} more of this kind since the last report)" if held else ""
             log.warning("%s: bad NMEA sentence (%s, %s): %s%s", self.device_id, bad.sentence, bad.kind, bad, more)
@@ -358,24 +344,13 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
         cfg = self.config
         hint = (f"; {self._bad_since_valid} bad sentences meanwhile: check the baud rate ({cfg.baudrate})"
                 if self._bad_since_valid else ": check the receiver's power and TX wire")
-        what = f"no valid NMEA sentence on {cfg.serial_port} for {quiet:.1f} s{hint}"
-        self.health.error(what)
-        log.warning("%s: GPS offline: %s", self.device_id, what)
-        self._outage = what
+        self.outage.down(f"no valid NMEA sentence on {cfg.serial_port} for {quiet:.1f} s{hint}")
 
     def _lost(self, what: str) -> None:
-        self.health.error(what)
-        if what != self._outage:
-            log.warning("%s: GPS offline: %s (retrying)", self.device_id, what)
-        if self._outage is None:
-            self.health.count("disconnects")
-        self._outage = what
+        self.outage.down(what)
 
     def _opened(self) -> None:
-        if self._outage is not None:
-            log.info("%s: GPS on %s is back", self.device_id, self.config.serial_port)
-        self._outage = None
-        self.health.state = DeviceState.ONLINE
+        self.outage.up(port=self.config.serial_port)
 
     def _close_port(self) -> None:
         port, self._port = self._port, None
@@ -391,13 +366,18 @@ async def _readable(port: serial.Serial) -> bytes:
     """Wait until the port has bytes (or has hung up) and read what is there. OSError when it is gone."""
     loop = asyncio.get_running_loop()
     fd = port.fileno()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _settle, ready)
     try:
         await ready
     finally:
         loop.remove_reader(fd)
     return port.read(4096)
+
+
+def _settle(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 def _reason(exc: BaseException) -> str:

@@ -164,11 +164,11 @@ class LibraryGateDriver(StationDriver[LibraryGateConfig]):
             self._problem("command", str(exc))
             return
         if parsed[0] == "TAG":
-            _, item, afi = parsed  # type: ignore[misc]
+            _, item, afi = parsed  # type: ignore[misc]  # a TAG tuple has 3 items; mypy cannot narrow on [0]
             await self.tag(str(item), str(afi), emit)
         elif parsed[0] in ("IN", "OUT"):
             key = "visitors_in" if parsed[0] == "IN" else "visitors_out"
-            self.counts[key] += int(parsed[1])  # type: ignore[misc]
+            self.counts[key] += int(parsed[1])  # type: ignore[misc]  # IN/OUT tuples have 2 items (see above)
 
     async def tag(self, item: str, afi: str, emit: Emit) -> Decision | None:
         """One item tag in the gate: decide, signal the gate, record an alarm. None if debounced."""

@@ -163,9 +163,9 @@ def encode(code: str, fixed: Sequence[str] = (), fields: Iterable[tuple[str, str
     if spec is not None:
         if len(fixed) != len(spec.fixed):
             raise ValueError(f"{title}: {len(spec.fixed)} fixed fields expected, got {len(fixed)}")
-        for f, value in zip(spec.fixed, fixed, strict=True):
-            if len(value) != f.width:
-                raise ValueError(f"{title}: fixed field {f.name!r} must be {f.width} characters, got {len(value)}")
+        for f, text in zip(spec.fixed, fixed, strict=True):
+            if len(text) != f.width:
+                raise ValueError(f"{title}: fixed field {f.name!r} must be {f.width} characters, got {len(text)}")
     parts = [code, *fixed]
     for fid, value in fields:
         if value is None:

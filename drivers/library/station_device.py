@@ -1,7 +1,7 @@
 """What library gates and self-check stations share: a serial line speaking the station line protocol.
 
 :class:`StationDriver` opens the port (with back-off while it is missing),
-splits what arrives into checked lines (:mod:`drivers.station_lines`), hands
+splits what arrives into checked lines (:mod:`.station_lines`), hands
 each to :meth:`StationDriver.on_line`, counts and logs bad lines (lengths and
 positions only), and runs the subclass's :meth:`~StationDriver.background`
 tasks beside the reader. :meth:`~StationDriver.send` writes a line back.
@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
+from edugate.common.ratelimit import LogLimiter
 from edugate.contract.records import Emit
-from edugate.drivers.base import Backoff, DeviceConfig, DeviceState, Driver, SerialPortPath
+from edugate.drivers.base import DeviceConfig, DeviceState, Driver, Outage, SerialPortPath
 from edugate.drivers.library.station_lines import BadLine, LineDecoder, encode_line
-from edugate.drivers.serial_reader import IDLE_CHECK_S, LogLimiter, PortLost, SerialLink, describe_open_error
+from edugate.drivers.serial_link import PortLost, ReopeningPort, decoded
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class StationDriver(Driver[S]):
     def __init__(self, config: S) -> None:
         super().__init__(config)
         self.where = f"{config.id} ({config.driver} on {config.port})"
-        self._link: SerialLink | None = None
+        self.outage = Outage(self.health, log, self.where,
+                             down_text=f"{{where}}: {{message}}; retrying with back-off (up to "
+                                       f"{config.reopen_max_s:g} s apart)")
+        self.port = ReopeningPort(config.port, config.baudrate, reopen_max_s=config.reopen_max_s,
+                                  down=self.outage.down)
         self._limiter = LogLimiter()
-        self._outage: str | None = None
         self.last_line_at: float | None = None  # monotonic
 
     @abstractmethod
@@ -69,11 +73,11 @@ class StationDriver(Driver[S]):
 
     @property
     def port_open(self) -> bool:
-        return self._link is not None
+        return self.port.link is not None
 
     def send(self, body: str) -> bool:
         """Write one line to the device; False (and counted) if the port is closed or the write failed."""
-        link = self._link
+        link = self.port.link
         if link is None:
             self.health.count("writes_dropped")
             return False
@@ -86,43 +90,18 @@ class StationDriver(Driver[S]):
         return True
 
     async def _read_forever(self, emit: Emit) -> None:
-        cfg = self.config
-        backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
         while True:
-            link = SerialLink(cfg.port, cfg.baudrate)
-            try:
-                link.open()
-            except OSError as exc:
-                self._lost(f"cannot open the serial port: {describe_open_error(exc)}")
-                await backoff.sleep()
-                continue
-            self._link = link
-            backoff.reset()
-            self._back()
-            decoder = LineDecoder()
-            try:
-                while True:
-                    data = await link.read(cfg.line_timeout_s if decoder.pending else IDLE_CHECK_S)
-                    items: list[str | BadLine]
-                    if data:
-                        items = decoder.feed(data)
-                    else:
-                        items = [*decoder.flush()]
-                        if not items and (why := link.vanished()):
-                            raise PortLost(why)
-                    for item in items:
-                        if isinstance(item, BadLine):
-                            self._problem(item.kind, item.detail)
-                            continue
-                        self.last_line_at = time.monotonic()
-                        self.health.count("lines")
-                        await self.on_line(item, emit)
-            except PortLost as exc:
-                self._lost(f"device disconnected: {exc}")
-            finally:
-                self._link = None
-                link.close()
-            await backoff.sleep()
+            async with self.port.session() as link:
+                self.port.working()
+                if self.outage.up() is None:
+                    log.info("%s: port open", self.where)
+                async for item in decoded(link, LineDecoder(), self.config.line_timeout_s):
+                    if isinstance(item, BadLine):
+                        self._problem(item.kind, item.detail)
+                        continue
+                    self.last_line_at = time.monotonic()
+                    self.health.count("lines")
+                    await self.on_line(item, emit)
 
     # ------------------------------------------------------------------ health and logging
 
@@ -132,28 +111,12 @@ class StationDriver(Driver[S]):
         self.health.count("bad_lines")
         self.health.count(f"bad_lines_{kind}")
         self.health.error(text, offline=False)
-        if self._limiter.allow():
-            log.warning("%s", text)
-        else:
+        held = self._limiter.allow()
+        if held is None:
             log.debug("%s", text)
-
-    def _lost(self, what: str) -> None:
-        self.health.error(f"{self.where}: {what}")
-        if what != self._outage:
-            log.warning("%s: %s; retrying with back-off (up to %g s apart)", self.where, what,
-                        self.config.reopen_max_s)
-        self._outage = what
-
-    def _back(self) -> None:
-        if self._outage is not None:
-            log.info("%s: back online", self.where)
-        else:
-            log.info("%s: port open", self.where)
-        self._outage = None
-        self.health.state = DeviceState.ONLINE
+            return
+        log.warning("%s%s", text, f" ({held} more were logged at DEBUG only)" if held else "")
 
     async def close(self) -> None:
-        link, self._link = self._link, None
-        if link is not None:
-            link.close()
+        self.port.close()
         self.health.state = DeviceState.STOPPED

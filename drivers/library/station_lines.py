@@ -99,8 +99,8 @@ class LineDecoder:
                     self._overflow = True
         return out
 
-    def flush(self) -> list[BadLine]:
-        """The line went quiet in the middle of a line: report it and start afresh."""
+    def flush(self, quiet_s: float = 0.0) -> list[BadLine]:
+        """The line went quiet (for ``quiet_s`` seconds) in the middle of a line: report it and start afresh."""
         if not self.pending:
             return []
         n = len(self._buf)

@@ -37,7 +37,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edugate.contract.records import Emit, Reading, Rejected
-from edugate.drivers.base import Backoff, DeviceState, Driver
+from edugate.drivers.base import Backoff, DeviceState, Driver, Outage
 from edugate.drivers.modbus.codec import (
     EXCEPTION_NAMES,
     FUNCTION_CODE,
@@ -263,7 +263,7 @@ class _Link:
         self._timeouts = 0
         if response.isError():
             raise DeviceRefused(int(getattr(response, "exception_code", 0)))
-        registers: list[int] = response.registers
+        registers = list(response.registers)
         if len(registers) != count:
             raise GarbledResponse(f"{'short' if len(registers) < count else 'wrong length'} response",
                                   f"{len(registers)} of {count} registers")
@@ -386,8 +386,9 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
         self.where = f"{config.id} ({config.endpoint_label} unit {config.unit})"
         self._endpoint: Endpoint | None = None
         self._failures = 0
-        self._offline_since: float | None = None
-        self._logged: tuple[str | None, ...] | None = None
+        self.outage = Outage(self.health, log, self.where, health_text="{message}", down_text="{message}",
+                             still_text="{message} (still failing, {failures} times)",
+                             up_text="{where}: back online after {failures} failed polls ({down:.1f} s)")
         self._not_finite: tuple[str, ...] = ()  # values left out of the last reading (NaN, infinity)
 
     async def run(self, emit: Emit) -> None:
@@ -468,26 +469,14 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
         return values
 
     def _failed(self, exc: ModbusError) -> None:
-        message = f"{self.where}: {exc.describe(exc.reading)}"
-        key = (*exc.key, exc.reading)
         self.health.count("errors")
         self._failures += 1
-        was_online = self.health.state != DeviceState.OFFLINE
-        self.health.error(message)
-        if self._offline_since is None:
-            self._offline_since = time.monotonic()
-        if was_online or key != self._logged:
-            log.warning("%s", message)
-            self._logged = key
-        else:
-            log.debug("%s (still failing, %d times)", message, self._failures)
+        self.outage.down(f"{self.where}: {exc.describe(exc.reading)}", key=(*exc.key, exc.reading),
+                         failures=self._failures)
 
     def _recovered(self) -> None:
-        down = time.monotonic() - (self._offline_since or time.monotonic())
-        log.info("%s: back online after %d failed polls (%.1f s)", self.where, self._failures, down)
+        self.outage.up(failures=self._failures)
         self._failures = 0
-        self._offline_since = None
-        self._logged = None
 
     async def close(self) -> None:
         if self._endpoint is not None:

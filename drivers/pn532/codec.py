@@ -97,7 +97,7 @@ class Frame:
 # ---------------------------------------------------------------- building
 
 
-def _checksum(data: bytes | bytearray) -> int:
+def _checksum(data: bytes | bytearray | list[int]) -> int:
     """The byte that makes ``sum(data) + checksum`` a multiple of 256."""
     return (-sum(data)) & 0xFF
 

@@ -23,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Literal
 
 from pydantic import Field
 
 from edugate.drivers.card_reader import CardRead
 from edugate.drivers.pn532 import codec as codec
-from edugate.drivers.serial_reader import IDLE_CHECK_S, PortLost, SerialCardReader, SerialLink, SerialReaderConfig
+from edugate.drivers.serial_link import IDLE_CHECK_S, PortLost, SerialLink
+from edugate.drivers.serial_reader import SerialCardReader, SerialReaderConfig
 
 __all__ = ["PN532Config", "PN532Driver"]
 
@@ -92,23 +93,16 @@ class PN532Driver(SerialCardReader[PN532Config]):
         self.firmware: codec.Firmware | None = None
 
     async def reads(self) -> AsyncIterator[CardRead]:
-        backoff = self._backoff()
         while True:
-            link = await self._open(backoff)
-            try:
-                await self._start(link)
-                backoff.reset()
-                self._online(f"{self.firmware}, {self.config.baudrate} bit/s")
-                async with contextlib.aclosing(self._poll(link)) as uids:
-                    async for uid in uids:
-                        yield CardRead(uid, self.technology)
-            except PortLost as exc:
-                self._offline(f"reader disconnected: {exc}")
-            except ExchangeFailed as exc:
-                self._offline(str(exc))
-            finally:
-                self._close_link()
-            await backoff.sleep()
+            async with self.port.session() as link:
+                try:
+                    await self._start(link)
+                    self._online(f"{self.firmware}, {self.config.baudrate} bit/s")
+                    async with contextlib.aclosing(self._poll(link)) as uids:
+                        async for uid in uids:
+                            yield CardRead(uid, self.technology)
+                except ExchangeFailed as exc:
+                    self._offline(str(exc))
 
     # ------------------------------------------------------------ start-up and polling
 
@@ -133,7 +127,7 @@ class PN532Driver(SerialCardReader[PN532Config]):
         await self._exchange(link, codec.RF_CONFIGURATION,
                              bytes([codec.RF_ITEM_MAX_RETRIES, 0xFF, 0x01, PASSIVE_ACTIVATION_RETRIES]))
 
-    async def _poll(self, link: SerialLink) -> AsyncIterator[bytes]:
+    async def _poll(self, link: SerialLink) -> AsyncGenerator[bytes, None]:
         """Look for a card every ``poll_interval_s``; yields the UID of each card found."""
         failures = 0
         loop = asyncio.get_running_loop()

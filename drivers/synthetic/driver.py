@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from edugate.contract.records import Emit, Event, Reading
-from edugate.drivers.base import DeviceConfig, Driver
+from edugate.drivers.base import DeviceConfig, DeviceState, Driver
 
 
 class SyntheticDeviceConfig(DeviceConfig):
@@ -55,3 +55,6 @@ class SyntheticDriver(Driver[SyntheticDeviceConfig]):
                 self.health.count("skipped_polls", skipped)
                 next_at += skipped * cfg.interval_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def close(self) -> None:
+        self.health.state = DeviceState.STOPPED

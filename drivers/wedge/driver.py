@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from edugate.drivers.base import Backoff, DeviceState
+from edugate.drivers.base import Backoff, Outage
 from edugate.drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver
 from edugate.drivers.wedge import evdev_keys as keys
 
@@ -244,7 +244,9 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         super().__init__(config)
         self._factory = source_factory or self._open_evdev
         self._source: EventSource | None = None
-        self._outage: str | None = None  # what is wrong, while the reader is missing (logged once)
+        self.outage = Outage(self.health, log, config.id, health_text="{message}",
+                             down_text="{where}: wedge reader offline: {message} (retrying)",
+                             up_text="{where}: wedge reader {path} is back after {down:.1f} s", counter="disconnects")
 
     def _open_evdev(self, path: str) -> EventSource:
         return EvdevSource.open(path, grab=self.config.grab)
@@ -293,7 +295,7 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
                 self._bad(exc)
                 continue
             del text
-            yield CardRead(uid=uid, technology="keyboard")
+            yield CardRead(uid=uid, technology="barcode" if self.config.format == "text" else "keyboard")
 
     def _bad(self, exc: BadRead) -> None:
         self.health.count("bad_reads")
@@ -302,20 +304,10 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         log.warning("%s: wedge reader %s: read rejected: %s", self.device_id, self.config.device_path, exc)
 
     def _lost(self, what: str) -> None:
-        self.health.error(what)
-        if what != self._outage:
-            log.warning("%s: wedge reader offline: %s (retrying)", self.device_id, what)
-        else:
-            log.debug("%s: still offline: %s", self.device_id, what)
-        if self._outage is None:
-            self.health.count("disconnects")
-        self._outage = what
+        self.outage.down(what)
 
     def _back(self) -> None:
-        if self._outage is not None:
-            log.info("%s: wedge reader %s is back", self.device_id, self.config.device_path)
-        self._outage = None
-        self.health.state = DeviceState.ONLINE
+        self.outage.up(path=self.config.device_path)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

@@ -3,7 +3,7 @@
 The numbers are the kernel's (``include/uapi/linux/input-event-codes.h``), the
 same as ``evdev.ecodes``; they are kept here so that the decoder, the
 simulator and the tests work where python-evdev is not installed (it builds
-from source). ``tests/drivers/test_wedge.py`` checks them against
+from source). ``tests/drivers/wedge/test_driver.py`` checks them against
 ``evdev.ecodes`` whenever evdev is importable.
 """
 

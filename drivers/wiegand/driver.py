@@ -25,7 +25,8 @@ from typing import Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from edugate.drivers.base import Backoff, DeviceState
+from edugate.common.ratelimit import LogLimiter
+from edugate.drivers.base import Backoff, Outage
 from edugate.drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver, Outcome
 from edugate.drivers.wiegand.codec import D0, D1, Edge, FrameAssembler, FrameResult, WiegandCard, WiegandError, decode
 from edugate.drivers.wiegand.gpio import CONSUMER, GpiodOutput, GpioOutput, import_gpiod
@@ -163,25 +164,6 @@ PATTERNS: dict[Outcome, tuple[Step, ...]] = {
 error = one long beep. The first step is set at once; the rest runs in the background."""
 
 
-class _Throttle:
-    """At most one warning per ``period_s``; the next one says how many were held back."""
-
-    def __init__(self, period_s: float = 1.0) -> None:
-        self.period_s = period_s
-        self._next = 0.0
-        self._held = 0
-
-    def allow(self) -> int | None:
-        """None if this message must be held back, else the number held back before it."""
-        now = time.monotonic()
-        if now < self._next:
-            self._held += 1
-            return None
-        self._next = now + self.period_s
-        held, self._held = self._held, 0
-        return held
-
-
 # ---------------------------------------------------------------- the driver
 
 
@@ -201,8 +183,11 @@ class WiegandDriver(CardReaderDriver[WiegandConfig]):
         self._source: EdgeSource | None = None
         self._outputs: GpioOutput | None = None
         self._pattern: asyncio.Task[None] | None = None
-        self._outage: str | None = None
-        self._throttle = _Throttle()
+        self.outage = Outage(self.health, log, config.id, health_text="{message}",
+                             down_text="{where}: Wiegand reader offline: {message} (retrying)",
+                             up_text="{where}: Wiegand reader on {on} is back after {down:.1f} s",
+                             counter="disconnects")
+        self._limiter = LogLimiter(burst=1, window_s=1.0)  # a loose wire: one warning a second, with a count
 
     # ------------------------------------------------------------ reading
 
@@ -258,25 +243,17 @@ class WiegandDriver(CardReaderDriver[WiegandConfig]):
             self.health.count("bad_frames")
             self.health.count(f"bad_frames.{exc.reason}")
             self.health.error(f"frame rejected: {exc}", offline=False)
-            held = self._throttle.allow()
+            held = self._limiter.allow()
             if held is not None:
                 more = f" ({held} more rejected frames not shown)" if held else ""
                 log.warning("%s: Wiegand frame rejected: %s%s", self.device_id, exc, more)
             return None
 
     def _lost(self, what: str) -> None:
-        self.health.error(what)
-        if what != self._outage:
-            log.warning("%s: Wiegand reader offline: %s (retrying)", self.device_id, what)
-        if self._outage is None:
-            self.health.count("disconnects")
-        self._outage = what
+        self.outage.down(what)
 
     def _back(self, where: str) -> None:
-        if self._outage is not None:
-            log.info("%s: Wiegand reader on %s is back", self.device_id, where)
-        self._outage = None
-        self.health.state = DeviceState.ONLINE
+        self.outage.up(on=where)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

@@ -10,28 +10,55 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import aiomqtt
 import psutil
 
-from edugate.common.privacy import Pseudonymizer, load_or_create_key
+from edugate.common.privacy import open_school_key
+from edugate.common.yamlconfig import format_path
 from edugate.contract import __version__
-from edugate.contract.records import Emit, Item, Reading, Rejected
+from edugate.contract.records import Emit, Event, Item, Reading, Rejected
+from edugate.contract.state import HEALTH_BOOLEAN_VALUES
 from edugate.drivers.base import DeviceState, Driver, DriverContext
 from edugate.drivers.registry import driver_class
-from edugate.gateway.config import GatewayConfigBase
+from edugate.gateway.config import GatewayConfigBase, config_warnings
 from edugate.gateway.runtime.clock import Clock
 from edugate.gateway.runtime.cpu_meter import CpuMeter, process_cpu_seconds
 from edugate.gateway.runtime.outbox import Outbox
 from edugate.gateway.runtime.pipeline import GATEWAY_DEVICE, Pipeline
+from edugate.gateway.runtime import systemd
 from edugate.gateway.runtime.uplink import Uplink
-from edugate.gateway.services.base import build_services
+from edugate.gateway.services.base import Record, Service
+from edugate.gateway.services.registry import build_services
 
 if TYPE_CHECKING:
     from edugate.gateway.downlink.commands import Downlink
 
 log = logging.getLogger(__name__)
+
+RecordObserver = Callable[[Record], None]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What :meth:`Gateway.report_health` did: the record's outbox sequence and whether the state went out."""
+
+    seq: int | None
+    uplink_connected: bool
+    state_error: str | None = None  # why the retained state could not be republished (uplink up)
+
+
+def observing(service: Service) -> Callable[[Record], Record | None]:
+    """The service's pipeline stage, called only for the records it ``observes``."""
+    stage, wants = service.stage, service.wants
+
+    def stage_if_wanted(record: Record) -> Record | None:
+        return stage(record) if wants(record) else record
+
+    return stage_if_wanted
 
 
 class Gateway:
@@ -41,8 +68,8 @@ class Gateway:
         self.cfg = cfg
         self.clock = Clock(cfg.clock.synced)
         self.started_at = time.time()
-        self.pseudonymizer = Pseudonymizer(load_or_create_key(cfg.privacy.secret_file))
-        context = DriverContext(pseudonymize=self.pseudonymizer)
+        self.pseudonymizer = open_school_key(cfg.privacy.secret_file, cfg.privacy.card_identity)  # checks the rule
+        context = DriverContext(pseudonymize=self.pseudonymizer, card_rule=cfg.privacy.card_identity)
         self.drivers: dict[str, Driver] = {}
         for dev in cfg.devices:
             if dev.enabled:
@@ -50,6 +77,8 @@ class Gateway:
                 driver.ctx = context
                 self.drivers[dev.id] = driver
         self.services = build_services(cfg)
+        for loc, message in config_warnings(cfg):  # valid, but probably not meant (`edugate check` says so too)
+            log.warning("%s: %s", format_path(loc), message)
         self.downlink: Downlink | None = None
         if cfg.downlink.enabled:  # imported here: the command machinery and cryptography cost several MB of RSS
             from edugate.gateway.downlink.commands import Downlink
@@ -58,9 +87,10 @@ class Gateway:
                 device_lookup=self.drivers.get)
         if self.downlink is not None:
             for service in self.services:
-                for name, (args_model, handler) in service.commands().items():
-                    self.downlink.registry.register(name, args_model, handler)
+                for name, command in service.commands().items():
+                    self.downlink.registry.register(name, command.args, command.handler)
         self.outbox: Outbox | None = None
+        self._over_budget_tasks: set[asyncio.Task[None]] = set()
         self.pipeline: Pipeline | None = None
         self.uplink: Uplink | None = None
         self._process = psutil.Process(os.getpid())
@@ -76,7 +106,8 @@ class Gateway:
                                         telemetry_commit_delay_s=cfg.storage.telemetry_commit_delay_ms / 1000)
         rooms = {dev.id: dev.room for dev in cfg.devices}
         self.pipeline = Pipeline(self.outbox, self.clock, rooms)
-        self.pipeline.rules.extend(service.stage for service in self.services)
+        self.outbox.on_over_budget = self._over_budget_event  # issue 12: central hears of it as an event
+        self.pipeline.rules.extend(observing(service) for service in self.services)
         self.uplink = Uplink(cfg, self.outbox, self.state_document, downlink=self.downlink)
         log.info("gateway %s/%s starting with %d devices (outbox %s)", cfg.school, cfg.gateway, len(self.drivers),
                  cfg.storage.path)
@@ -84,7 +115,9 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._keep_running("uplink", self.uplink.run), name="uplink")
                 tg.create_task(self._health_loop(), name="health")
+                tg.create_task(systemd.watchdog(), name="watchdog")  # WatchdogSec: pinged while the loop runs
                 if cfg.web.enabled:  # the local pages (gateway/web), served on this loop
+                    # imported here: fastapi, uvicorn and jinja2 cost several MB of RSS, paid only with web: on
                     from edugate.gateway.web.serve import serve_gateway_web
                     tg.create_task(self._keep_running("web", partial(serve_gateway_web, self)), name="web")
                 for service in self.services:
@@ -92,7 +125,9 @@ class Gateway:
                                    name=f"service:{service.name}")
                 driver_tasks = [tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
                                 for device_id, driver in self.drivers.items()]
+                systemd.notify(f"READY=1\nSTATUS=gateway {cfg.school}/{cfg.gateway} running")
                 await self._stop.wait()
+                systemd.notify("STOPPING=1")
                 await self._stop_drivers(driver_tasks)  # no new records while saying goodbye
                 await self.uplink.shutdown()  # "offline, shutdown" while the connection is still up
                 raise _Stopping
@@ -125,6 +160,7 @@ class Gateway:
         for driver in self.drivers.values():
             with contextlib.suppress(Exception):
                 await driver.close()
+            driver.health.state = DeviceState.STOPPED  # every device, whatever its driver's close() does
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,6 +250,12 @@ class Gateway:
         values["skipped_polls"] = skipped
         return values
 
+    def health_record_values(self) -> dict[str, Any]:
+        """The health record's values: the contract's booleans (``HEALTH_BOOLEAN_VALUES``, e.g. ``clock_synced``,
+        a boolean in the state document too) stay booleans, any other flag is sent as 1/0."""
+        return {k: (int(v) if isinstance(v, bool) and k not in HEALTH_BOOLEAN_VALUES else v)
+                for k, v in self.health_values().items()}
+
     def state_document(self) -> dict[str, Any]:
         return {
             "ts": self.clock.now_ms(),
@@ -237,27 +279,63 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         """Everything the local status page and ``edugate status`` show."""
+        broker = self.uplink.broker if self.uplink else self.cfg.uplink.first_broker  # in use, or first of the list
         return self.state_document() | {
             "health": self.health_values(),
-            "uplink": {"host": self.cfg.uplink.host, "port": self.cfg.uplink.port,
+            "uplink": {"host": broker.host, "port": broker.port,
                        "last_error": self.uplink.stats.last_error if self.uplink else None},
             "devices": {device_id: d.health.as_dict() | {"driver": d.config.driver, "room": d.config.room}
                         for device_id, d in self.drivers.items()},
             "services": {service.name: service.status() for service in self.services},
         }
 
+    # ------------------------------------------------------------------ what the local pages use
+
+    def add_record_observer(self, observer: RecordObserver) -> None:
+        """Call ``observer`` with every record after it is committed (the live pages); the pipeline must run."""
+        assert self.pipeline is not None, "observe records once the gateway runs"
+        self.pipeline.observers.append(observer)
+
+    def remove_record_observer(self, observer: RecordObserver) -> None:
+        if self.pipeline is not None:
+            with contextlib.suppress(ValueError):
+                self.pipeline.observers.remove(observer)
+
+    async def report_health(self) -> HealthReport:
+        """Commit a health record now and, if the uplink is up, republish the retained state."""
+        record = await self.emit(Reading(GATEWAY_DEVICE, self.health_record_values()))
+        seq = record.get("seq") if record else None
+        if self.uplink is None or not self.uplink.stats.connected:
+            return HealthReport(seq, uplink_connected=False)
+        try:
+            await self.uplink.publish_state()
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            return HealthReport(seq, uplink_connected=True, state_error=str(exc))
+        return HealthReport(seq, uplink_connected=True)
+
     async def _health_loop(self) -> None:
         interval = self.cfg.uplink.health_interval_s
         while True:
             await asyncio.sleep(interval)
-            values = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.health_values().items()}
             try:
-                await self.emit(Reading(GATEWAY_DEVICE, values))
+                await self.emit(Reading(GATEWAY_DEVICE, self.health_record_values()))
             except Rejected as exc:  # a bug: health values must always be valid
                 log.error("health record rejected: %s", exc)
             if self.uplink is not None:
                 with contextlib.suppress(Exception):
                     await self.uplink.publish_state()
+
+
+    def _over_budget_event(self, figures: dict[str, Any]) -> None:
+        """The outbox went over its disk budget: an ``outbox_over_budget`` event (events are never thinned)."""
+        async def emit() -> None:
+            try:
+                await self.emit(Event(GATEWAY_DEVICE, "outbox_over_budget", figures))
+            except Exception as exc:  # the outbox goes on thinning; the health record still counts it
+                log.error("outbox_over_budget event not recorded: %s", exc)
+        task = asyncio.get_running_loop().create_task(emit(), name="outbox-over-budget")
+        self._over_budget_tasks.add(task)
+        task.add_done_callback(self._over_budget_tasks.discard)
 
 
 class _Stopping(Exception):

@@ -18,10 +18,27 @@ message that carried it.
   taking the readings held before it along (sequence order is arrival order).
 * Sequence numbers are assigned inside the commit and persisted with it
   (table ``meta``), so they continue across restarts and never repeat.
-* Telemetry and events live in separate tables with one shared sequence. Over
-  the disk budget, the oldest telemetry is thinned (every second record of the
-  oldest tenth goes, counted); events are never deleted, and events alone over
-  the budget are reported, not dropped.
+* Telemetry and events live in separate tables with one shared sequence.
+* The disk budget bounds the files (database and WAL), not payload bytes: the
+  pages in use stay under 7/8 of it, the WAL is checkpointed and truncated
+  once it passes the rest (``wal_limit``), and the database file, which never
+  shrinks, only grows when no freed page is left, so it stays near the pages
+  in use. Nothing is held in memory per queued record.
+* Over the budget, old telemetry becomes coarser evenly across the whole
+  backlog, never a hole (:class:`_ThinPass`): a pass walks every reading but
+  the newest tenth and keeps, per device, one reading per ``spacing``: twice
+  the device's average spacing over what the pass walks, and never finer than
+  the previous pass left it, so each pass at least halves the readings and
+  leaves them at one even resolution; in chunks of ``THIN_CHUNK`` rows that go into the ordinary group commits, so
+  a pass never stalls the records arriving meanwhile. The rows a chunk keeps
+  are rewritten packed, so the pages of the ones thinned are really freed.
+  The gateway's own health records, and every event, are never thinned; when
+  they alone exceed the budget they are kept and ``events_over_budget`` says
+  so. Each episode over the budget is handed to ``on_over_budget`` (the
+  gateway turns it into an ``outbox_over_budget`` event for central) at its
+  start, then at most once per ``OVER_BUDGET_EVENT_EVERY_S``; an episode ends
+  when the pages in use fall under half the target. The log gets one summary
+  line per ``THIN_LOG_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -32,7 +49,8 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +58,21 @@ from typing import Any
 import orjson
 
 from edugate.contract.records import Kind
+from edugate.contract.state import GATEWAY_DEVICE
 
 log = logging.getLogger(__name__)
 
-ROW_OVERHEAD = 32  # bytes of SQLite bookkeeping per row, counted against the budget
+DATA_SHARE = 7 / 8  # the pages in use stay under this share of the budget; the rest is the WAL's
+MIN_WAL_LIMIT = 64 * 1024  # the WAL is truncated once it passes max(budget/8, this), at most MAX_WAL_LIMIT
+MAX_WAL_LIMIT = 16 * 1024 * 1024
+THIN_CHUNK = 2000  # telemetry rows one commit thins at most (a pass over a large backlog spans many commits),
+# and no more than rewrite half the WAL limit: a chunk's rows are written again, and the WAL holds them
+FRESH_SHARE = 0.1  # the newest tenth of the telemetry backlog is left at full resolution by a pass ...
+FRESH_MIN = 64  # ... and at least this many readings (but never more than half)
+PASS_SAMPLE = 512  # rows sampled to find each device's share of the backlog when a pass starts
+OVER_BUDGET_EVENT = "outbox_over_budget"
+OVER_BUDGET_EVENT_EVERY_S = 600.0  # while over budget, one event at the start, then at most one per 10 min
+THIN_LOG_EVERY_S = 60.0  # one summary log line per minute while thinning
 MAX_GROUP = 5000  # records in one transaction at most
 DEFAULT_TELEMETRY_COMMIT_DELAY_S = 0.01  # the longest a telemetry-only group waits for more
 TELEMETRY_GAP_S = 0.001  # ... and it stops waiting when nothing arrived for this long
@@ -54,6 +83,31 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS telemetry (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 """
+
+
+SCHEMA_VERSION = 1  # meta 'schema_version': the layout above; a newer file is refused (OutboxSchemaError)
+
+
+class OutboxSchemaError(RuntimeError):
+    """The outbox file was written by a newer EduGate (a higher schema version) than this one reads."""
+
+
+def read_schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version; a file from before versions were recorded (no meta row) is version 1."""
+    with contextlib.suppress(sqlite3.OperationalError):  # no meta table yet: a new file
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 1
+    return 1
+
+
+def check_schema_version(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a newer file; record the version in an older or new one (``edugate migrate`` does the same)."""
+    version = read_schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise OutboxSchemaError(f"{path}: outbox schema version {version} was written by a newer EduGate; this "
+                                f"one reads up to version {SCHEMA_VERSION}. Install the newer EduGate again, or "
+                                "move the file aside (it may hold records not yet sent)")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
 
 class OutboxClosed(RuntimeError):
@@ -71,6 +125,8 @@ class OutboxStats:
     telemetry_thinned: int = 0
     events_over_budget: bool = False
     next_seq: int = 1
+    disk_bytes: int = 0  # database + WAL files, as measured after the latest commit
+    thin_passes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,12 +134,14 @@ class OutboxStats:
             "outbox_events": self.records["event"],
             "outbox_telemetry": self.records["telemetry"],
             "outbox_bytes": self.bytes,
+            "outbox_disk_bytes": self.disk_bytes,
             "outbox_budget_bytes": self.budget_bytes,
             "outbox_committed": self.committed,
             "outbox_commits": self.commits,
             "outbox_acked": self.acked,
             "telemetry_thinned": self.telemetry_thinned,
             "events_over_budget": self.events_over_budget,
+            "outbox_thin_passes": self.thin_passes,
             "next_seq": self.next_seq,
         }
 
@@ -101,12 +159,55 @@ class _Ack:
     seqs: Sequence[int]
 
 
-def _connect(path: Path, sync: str) -> sqlite3.Connection:
+@dataclass
+class _ThinPass:
+    """One pass of thinning over the telemetry up to ``end`` (inclusive); ``cursor``: the last seq done.
+    Per device, a reading is kept when it comes at least ``spacing`` (ms, less 1/8 for jitter) after the one
+    kept before it: the whole span ends up at one resolution, whatever resolution each part had before."""
+
+    end: int
+    spacing: dict[str, int]  # device -> ms between kept readings; a device not in it is not thinned
+    cursor: int = 0
+    last_kept: dict[str, int] = field(default_factory=dict)  # device -> ts of the reading kept last
+
+    def keep(self, device: str, ts: Any) -> bool:
+        spacing = self.spacing.get(device)
+        if spacing is None or type(ts) is not int:
+            return True  # not ours to judge
+        last = self.last_kept.get(device)
+        if last is None or ts - last >= spacing - spacing // 8 or ts < last:  # (a clock stepped back: restart)
+            self.last_kept[device] = ts
+            return True
+        return False
+
+
+def _ts(payload: bytes) -> int:
+    try:
+        ts = orjson.loads(payload).get("ts")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return ts if type(ts) is int else 0
+
+
+def _device(payload: bytes) -> str | None:
+    try:
+        device = orjson.loads(payload).get("device")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return device if isinstance(device, str) else None
+
+
+def _connect(path: Path, sync: str, wal_limit: int) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-    conn.execute("PRAGMA journal_size_limit=16777216")
+    conn.execute(f"PRAGMA journal_size_limit={wal_limit}")
     return conn
+
+
+def wal_limit_for(budget_bytes: int) -> int:
+    """The WAL size past which the writer checkpoints and truncates it."""
+    return max(MIN_WAL_LIMIT, min(MAX_WAL_LIMIT, budget_bytes // 8))
 
 
 class Outbox:
@@ -132,8 +233,19 @@ class Outbox:
         self._read_lock = threading.Lock()
         self._closed = False
         self.changed = asyncio.Event()  # set after every commit that added records
+        # Called on the event loop with the figures of an episode over the budget (see the module's docstring).
+        self.on_over_budget: Callable[[dict[str, Any]], None] | None = None
         self.newest: dict[Kind, int] = {Kind.TELEMETRY: 0, Kind.EVENT: 0}  # highest committed seq per kind
-        self._sizes: dict[int, int] = {}  # seq -> size, for the budget (kept for queued rows only)
+        self.wal_limit = wal_limit_for(budget_bytes)
+        self.data_target = int(budget_bytes * DATA_SHARE)  # pages in use above this: thin
+        # writer thread only
+        self._pass: _ThinPass | None = None
+        self._spacing: dict[str, int] = {}  # device -> spacing the last pass left (ms); reset once drained
+        self._page_size = 4096
+        self._over_since: float | None = None  # monotonic time the current episode over the budget began
+        self._over_event_at = float("-inf")
+        self._thin_log_at = float("-inf")
+        self._thin_log_count = 0
 
     @classmethod
     async def open(cls, path: Path, *, budget_bytes: int, sync: str = "full",
@@ -147,8 +259,11 @@ class Outbox:
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = _connect(self.path, self.sync)
+        self._writer_conn = _connect(self.path, self.sync, self.wal_limit)
+        self._writer_conn.execute(f"PRAGMA wal_autocheckpoint={max(16, self.wal_limit // 4096)}")
         self._writer_conn.executescript(SCHEMA)
+        check_schema_version(self._writer_conn, self.path)
+        (self._page_size,) = self._writer_conn.execute("PRAGMA page_size").fetchone()
         row = self._writer_conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
         top = 0
         for kind, table in TABLES.items():
@@ -157,14 +272,12 @@ class Outbox:
             self.newest[kind] = m
         self.stats.next_seq = max(row[0] if row else 1, top + 1)
         for kind, table in TABLES.items():
-            rows = self._writer_conn.execute(f"SELECT seq, length(payload) FROM {table}").fetchall()
-            self.stats.records[kind.value] = len(rows)
-            for seq, size in rows:
-                self._sizes[seq] = size + ROW_OVERHEAD
-        self.stats.bytes = sum(self._sizes.values())
-        self._reader = _connect(self.path, self.sync)
-        log.info("outbox %s: %d queued records, next seq %d", self.path, len(self._sizes),
-                 self.stats.next_seq)
+            (self.stats.records[kind.value],) = self._writer_conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        self.stats.bytes = self._used_bytes(self._writer_conn)
+        self._reader = _connect(self.path, self.sync, self.wal_limit)
+        self._checkpoint(self._writer_conn)
+        log.info("outbox %s: %d queued records, next seq %d, %d bytes on disk", self.path,
+                 sum(self.stats.records.values()), self.stats.next_seq, self.stats.disk_bytes)
 
     # ------------------------------------------------------------------ API (event loop)
 
@@ -264,7 +377,13 @@ class Outbox:
         conn = self._writer_conn
         running = True
         while running:
-            ops = self._ops.get()
+            if self._pass is not None:  # thinning under way: do not wait for records, go on with the pass
+                try:
+                    ops = self._ops.get_nowait()
+                except queue.Empty:
+                    ops = []
+            else:
+                ops = self._ops.get()
             group: list[_Put | _Ack] = []
             if ops is None:
                 running = False
@@ -279,9 +398,34 @@ class Outbox:
                     running = False
                     break
                 group.extend(ops)
-            if group:
+            if group or (running and self._pass is not None):
                 self._commit(conn, group)
+        with contextlib.suppress(sqlite3.Error):
+            self._checkpoint(conn)
         conn.close()
+
+    # The budget, in pages and files
+
+    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+        """Bytes of the database's pages in use (inside a transaction: as that transaction sees them)."""
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        return int((pages - free) * self._page_size)
+
+    def _disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += (self.path.parent / (self.path.name + suffix)).stat().st_size
+        return total
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Truncate the WAL once it passed ``wal_limit`` (a reader in the middle of a fetch: next time)."""
+        wal = self.path.parent / (self.path.name + "-wal")
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size > self.wal_limit:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self.stats.disk_bytes = self._disk_bytes()
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Put | _Ack]) -> None:
         puts = [op for op in group if isinstance(op, _Put)]
@@ -302,83 +446,180 @@ class Outbox:
             deleted: dict[Kind, list[int]] = {Kind.TELEMETRY: [], Kind.EVENT: []}
             for ack in acks:
                 deleted[ack.kind].extend(ack.seqs)
+            gone = {Kind.TELEMETRY: 0, Kind.EVENT: 0}
             for kind, seqs in deleted.items():
                 if seqs:
-                    conn.executemany(f"DELETE FROM {TABLES[kind]} WHERE seq = ?", [(s,) for s in seqs])
+                    gone[kind] = conn.executemany(f"DELETE FROM {TABLES[kind]} WHERE seq = ?",
+                                                  [(s,) for s in seqs]).rowcount
+            telemetry_left = self.stats.records["telemetry"] + len(rows[Kind.TELEMETRY]) - gone[Kind.TELEMETRY]
+            thinned, used, notice = self._enforce_budget(conn, telemetry_left)
             if puts:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seq,))
-            thinned = self._enforce_budget(conn, rows, deleted)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             log.error("outbox %s: commit of %d records failed: %s", self.path, len(puts), exc)
+            self._pass = None
             self._resolve_errors(puts, exc)
             return
         # Bookkeeping after the commit is durable.
         self.stats.next_seq = seq
         for kind, kind_rows in rows.items():
-            self.stats.records[kind.value] += len(kind_rows)
+            self.stats.records[kind.value] += len(kind_rows) - gone[kind]
             if kind_rows:
                 self.newest[kind] = kind_rows[-1][0]
-            for s, payload in kind_rows:
-                self._sizes[s] = len(payload) + ROW_OVERHEAD
-                self.stats.bytes += len(payload) + ROW_OVERHEAD
-        for kind, seqs in deleted.items():
-            for s in seqs:
-                size = self._sizes.pop(s, None)
-                if size is not None:
-                    self.stats.bytes -= size
-                    self.stats.records[kind.value] -= 1
-                    self.stats.acked += 1
-        for s in thinned:
-            size = self._sizes.pop(s, None)
-            if size is not None:
-                self.stats.bytes -= size
-                self.stats.records["telemetry"] -= 1
-        self.stats.telemetry_thinned += len(thinned)
+        self.stats.acked += gone[Kind.TELEMETRY] + gone[Kind.EVENT]
+        self.stats.records["telemetry"] -= thinned
+        self.stats.telemetry_thinned += thinned
+        self.stats.bytes = used
+        if self.stats.records["telemetry"] == 0 and self._pass is None:
+            self._spacing.clear()  # drained: the next outage starts at full resolution
         self.stats.committed += len(puts)
-        self.stats.commits += 1
+        if group:
+            self.stats.commits += 1
+        self._checkpoint(conn)
+        self._log_thinning(thinned)
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._resolve, assigned, bool(puts))
+                if notice is not None:
+                    self._loop.call_soon_threadsafe(self._notify_over_budget, notice)
 
-    def _enforce_budget(self, conn: sqlite3.Connection, rows: dict[Kind, list[tuple[int, bytes]]],
-                        deleted: dict[Kind, list[int]]) -> list[int]:
-        """Thin the oldest telemetry while the outbox is over budget; return the seqs removed."""
-        added = sum(len(p) + ROW_OVERHEAD for kind_rows in rows.values() for _, p in kind_rows)
-        removed = sum(self._sizes.get(s, 0) for seqs in deleted.values() for s in seqs)
-        projected = self.stats.bytes + added - removed
-        budget = self.stats.budget_bytes
-        if projected <= budget:
-            self.stats.events_over_budget = False
-            return []
-        gone = set(deleted[Kind.TELEMETRY])
-        thinned: list[int] = []
-        new_sizes = {s: len(p) + ROW_OVERHEAD for s, p in rows[Kind.TELEMETRY]}
-        while projected > budget:
-            count = self.stats.records["telemetry"] + len(rows[Kind.TELEMETRY]) - len(gone) - len(thinned)
-            if count <= 0:
-                break
-            chunk = max(2, count // 10)
-            oldest = [s for (s,) in conn.execute(
-                "SELECT seq FROM telemetry ORDER BY seq LIMIT ?", (chunk + len(gone) + len(thinned),))
-                if s not in gone and s not in thinned][:chunk]
-            victims = oldest[1::2] if len(oldest) > 1 else oldest  # every second record; the last one alone
-            if not victims:
-                break
-            conn.executemany("DELETE FROM telemetry WHERE seq = ?", [(s,) for s in victims])
-            for s in victims:
-                projected -= self._sizes.get(s, new_sizes.get(s, 0))
-            thinned.extend(victims)
-        if projected > budget and not self.stats.events_over_budget:
-            log.error("outbox %s: events alone exceed the disk budget (%d > %d bytes); keeping them all",
-                      self.path, projected, budget)
-        self.stats.events_over_budget = projected > budget
-        if thinned:
-            log.warning("outbox %s over its budget of %d bytes: thinned %d old telemetry records",
-                        self.path, budget, len(thinned))
-        return thinned
+    def _enforce_budget(self, conn: sqlite3.Connection,
+                        telemetry_left: int) -> tuple[int, int, dict[str, Any] | None]:
+        """Inside the commit's transaction: go on with (or start) thinning while the pages in use are over
+        the target, at most ``THIN_CHUNK`` rows (or half the WAL limit's worth) this time. Returns (rows
+        thinned, bytes in use, the figures for ``on_over_budget`` if a notice is due)."""
+        used = self._used_bytes(conn)
+        thinned = 0
+        rows_done = 0
+        row_bytes = max(64, used // max(1, telemetry_left + self.stats.records["event"]))
+        chunk = max(32, min(THIN_CHUNK, self.wal_limit // 2 // row_bytes))
+        while rows_done < chunk and (self._pass is not None or used > self.data_target):
+            if self._pass is None:
+                self._pass = self._start_pass(conn, telemetry_left - thinned)
+                if self._pass is None:
+                    break  # nothing left that may be thinned
+            done, removed = self._thin_chunk(conn, self._pass, chunk - rows_done)
+            rows_done += done
+            thinned += removed
+            used = self._used_bytes(conn)
+            if done == 0 or self._pass.cursor >= self._pass.end:
+                self._spacing = dict(self._pass.spacing)
+                self._pass = None
+                if used <= self.data_target:
+                    break
+        over = used > self.data_target
+        stuck = over and self._pass is None
+        if stuck and not self.stats.events_over_budget:
+            log.error("outbox %s: events alone exceed the disk budget (with the gateway's health records, "
+                      "which are never thinned either: %d > %d bytes in use); keeping them all", self.path, used,
+                      self.data_target)
+        self.stats.events_over_budget = stuck
+        now = time.monotonic()
+        notice = None
+        if over or thinned or self._pass is not None:
+            if self._over_since is None:
+                self._over_since = now
+            if now - self._over_event_at >= OVER_BUDGET_EVENT_EVERY_S:
+                self._over_event_at = now
+                notice = self._over_budget_figures(used, thinned)
+        elif used <= self.data_target // 2:  # the episode is over (hysteresis: not at every pass)
+            self._over_since = None
+            self._over_event_at = float("-inf")
+        return thinned, used, notice
+
+    def _start_pass(self, conn: sqlite3.Connection, telemetry_rows: int) -> _ThinPass | None:
+        """A pass over all telemetry but the newest tenth: per device, twice its average spacing there (and
+        never finer than the previous pass left it), so the pass at least halves what it walks, evenly.
+
+        The average comes from a sample of ``PASS_SAMPLE`` rows spread evenly over the range (index lookups,
+        not a scan: starting a pass costs milliseconds, whatever the backlog): a device's share of the sample
+        times the rows in the range is its count, the range's first and last timestamps its span."""
+        fresh = min(max(int(telemetry_rows * FRESH_SHARE), FRESH_MIN), telemetry_rows // 2)
+        row = conn.execute("SELECT seq, payload FROM telemetry ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                           (fresh,)).fetchone()
+        first = conn.execute("SELECT seq, payload FROM telemetry ORDER BY seq LIMIT 1").fetchone()
+        if row is None or first is None:
+            return None
+        end, rows_in_range = row[0], telemetry_rows - fresh
+        span = _ts(row[1]) - _ts(first[1])
+        shares: dict[str, int] = {}
+        seen: set[int] = set()
+        samples = min(PASS_SAMPLE, rows_in_range)
+        for k in range(samples):
+            at = first[0] + (end - first[0]) * k // max(1, samples - 1)
+            hit = conn.execute("SELECT seq, payload FROM telemetry WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT 1",
+                               (at, end)).fetchone()
+            if hit is None or hit[0] in seen:
+                continue
+            seen.add(hit[0])
+            device = _device(hit[1])
+            if device is not None and device != GATEWAY_DEVICE:
+                shares[device] = shares.get(device, 0) + 1
+        spacing: dict[str, int] = {}
+        for device, share in shares.items():
+            count = rows_in_range * share / len(seen)
+            if count >= 2 and span > 0:
+                spacing[device] = max(int(2 * span / (count - 1)), self._spacing.get(device, 0), 1)
+        if not spacing:
+            return None
+        self.stats.thin_passes += 1
+        return _ThinPass(end=end, spacing=spacing)
+
+    def _thin_chunk(self, conn: sqlite3.Connection, thin: _ThinPass, limit: int) -> tuple[int, int]:
+        """Thin the next ``limit`` rows of the pass: delete them all and write back the ones kept, packed
+        (deleting every other row alone would leave half-empty pages that free nothing)."""
+        chunk = conn.execute("SELECT seq, payload FROM telemetry WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                             (thin.cursor, thin.end, max(1, limit))).fetchall()
+        if not chunk:
+            thin.cursor = thin.end
+            return 0, 0
+        kept: list[tuple[int, bytes]] = []
+        for seq, payload in chunk:
+            try:
+                record = orjson.loads(payload)
+                device, ts = str(record.get("device")), record.get("ts")
+            except (orjson.JSONDecodeError, AttributeError):
+                kept.append((seq, payload))  # not ours to judge
+                continue
+            if device == GATEWAY_DEVICE or thin.keep(device, ts):  # the gateway's health is never thinned
+                kept.append((seq, payload))
+        thin.cursor = chunk[-1][0]
+        removed = len(chunk) - len(kept)
+        if removed:
+            conn.execute("DELETE FROM telemetry WHERE seq >= ? AND seq <= ?", (chunk[0][0], chunk[-1][0]))
+            conn.executemany("INSERT INTO telemetry (seq, payload) VALUES (?, ?)", kept)
+        return len(chunk), removed
+
+    def _over_budget_figures(self, used: int, thinned: int) -> dict[str, Any]:
+        spacing = max(self._spacing.values(), default=0)
+        if self._pass is not None:
+            spacing = max([spacing, *self._pass.spacing.values()])
+        return {"budget_bytes": self.stats.budget_bytes, "used_bytes": used, "disk_bytes": self._disk_bytes(),
+                "telemetry_thinned": self.stats.telemetry_thinned + thinned, "telemetry_spacing_ms": spacing,
+                "events_over_budget": self.stats.events_over_budget}
+
+    def _notify_over_budget(self, figures: dict[str, Any]) -> None:
+        if self.on_over_budget is not None:
+            try:
+                self.on_over_budget(figures)
+            except Exception:  # a bug in the hook must not stop the outbox
+                log.exception("outbox %s: the over-budget hook failed", self.path)
+
+    def _log_thinning(self, thinned: int) -> None:
+        """One summary line per ``THIN_LOG_EVERY_S`` while thinning, not one per commit."""
+        self._thin_log_count += thinned
+        now = time.monotonic()
+        if self._thin_log_count and now - self._thin_log_at >= THIN_LOG_EVERY_S:
+            spacing = max((self._pass.spacing if self._pass is not None else self._spacing).values(), default=0)
+            log.warning("outbox %s over its budget of %d bytes (%d on disk): thinned %d old readings since the "
+                        "last line (%d in all); older readings are kept at about one per %d ms per device (%s)",
+                        self.path, self.stats.budget_bytes, self.stats.disk_bytes, self._thin_log_count,
+                        self.stats.telemetry_thinned, spacing,
+                        "a pass under way" if self._pass is not None else f"{self.stats.thin_passes} passes")
+            self._thin_log_at, self._thin_log_count = now, 0
 
     def _resolve(self, assigned: list[tuple[asyncio.Future[int] | None, int]], added: bool) -> None:
         for fut, seq in assigned:

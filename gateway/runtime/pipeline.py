@@ -66,7 +66,7 @@ class Pipeline:
             self.stats.last_rejection = str(exc)
             raise
         for stage in (*self.privacy, *self.models, *self.rules):
-            record = stage(record)  # type: ignore[assignment]
+            record = stage(record)  # type: ignore[assignment]  # None drops the record: checked just below
             if record is None:
                 self.stats.dropped_by_stage += 1
                 return None

@@ -5,9 +5,12 @@ after the PUBACK of the message that carried it.
 Connection handling: a retained ``online`` birth message on ``.../state`` and
 a retained last will ``offline``; when the connection drops, everything not
 PUBACKed is sent again from the outbox after reconnecting (the consumers are
-idempotent on (gateway, seq)); reconnect attempts back off from 0.1 s up to
-``uplink.reconnect_max_s`` (1 s by default), so delivery resumes within about
-a second of the broker coming back.
+idempotent on (gateway, seq)); reconnect attempts wait a random delay in
+[0, ceiling], the ceiling doubling from 0.1 s up to ``uplink.reconnect_max_s``
+(1 s by default; full jitter, so that after a broker restart the schools do not
+reconnect in lock-step), and go through ``uplink.brokers`` in failover order.
+Delivery resumes within about a second of the broker coming back. The client
+is built by ``edugate.common.mqtt``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import orjson
 
+from edugate.common.mqtt import Backoff, BrokerAddress, Failover, LastWill, aiomqtt_client
+from edugate.contract import topics
 from edugate.contract.records import Kind
 from edugate.gateway.config import GatewayConfigBase
 from edugate.gateway.runtime.outbox import Outbox
@@ -33,11 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOPIC_ROOT = "edu/v1"
-
 
 def topic(cfg: GatewayConfigBase, kind: str) -> str:
-    return f"{TOPIC_ROOT}/{cfg.school}/{cfg.gateway}/{kind}"
+    return topics.topic(cfg.school, cfg.gateway, kind)
 
 
 @dataclass
@@ -71,18 +73,20 @@ class Uplink:
         self.stats = UplinkStats()
         self._client: aiomqtt.Client | None = None
         self._stopping = False
+        self.broker_config = cfg.uplink.broker_config(f"edugate-{cfg.school}-{cfg.gateway}")
+        self.failover = Failover(self.broker_config)
+        self.backoff = Backoff(self.broker_config.reconnect)
 
     # ------------------------------------------------------------------ connection loop
 
     async def run(self) -> None:
-        up = self.cfg.uplink
-        delay = 0.1
         while not self._stopping:
+            connected = False
             try:
                 async with self._make_client() as client:
                     self._client = client
+                    connected = True
                     self._on_connected()
-                    delay = 0.1
                     await self._session(client)
             except* (aiomqtt.MqttError, OSError) as group:
                 self._on_disconnected(_first_message(group))
@@ -90,33 +94,29 @@ class Uplink:
                 self._client = None
             if self._stopping:
                 break
-            await asyncio.sleep(delay)
-            delay = min(up.reconnect_max_s, delay * 2)
+            if connected:  # lost a working connection: start again from the preferred broker, quickly
+                self.backoff.reset()
+                self.failover.connected()
+            else:
+                self.failover.failed()
+            await self.backoff.sleep()
+
+    @property
+    def broker(self) -> BrokerAddress:
+        """The broker connected to, or tried last."""
+        return self.failover.current
 
     def _make_client(self) -> aiomqtt.Client:
-        up = self.cfg.uplink
-        password = up.password_file.read_text().strip() if up.password_file else None
-        tls_context = None
-        if up.tls is not None:
-            tls_context = ssl.create_default_context(cafile=str(up.tls.ca_file))
-            if up.tls.cert_file:
-                tls_context.load_cert_chain(str(up.tls.cert_file), str(up.tls.key_file) if up.tls.key_file else None)
-        will = aiomqtt.Will(topic(self.cfg, "state"), orjson.dumps({"status": "offline", "reason": "connection lost"}),
-                            qos=1, retain=True)
-        return aiomqtt.Client(
-            up.host, up.port,
-            identifier=up.client_id or f"edugate-{self.cfg.school}-{self.cfg.gateway}",
-            username=up.username, password=password, tls_context=tls_context,
-            keepalive=up.keepalive_s, will=will, clean_session=True, timeout=10,
-            max_inflight_messages=up.inflight_window + 4,
-        )
+        will = LastWill(topic(self.cfg, "state"), orjson.dumps({"status": "offline", "reason": "connection lost"}))
+        client: aiomqtt.Client = aiomqtt_client(self.broker_config, will=will, broker=self.failover.current,
+                                                timeout=10, max_inflight_messages=self.cfg.uplink.inflight_window + 4)
+        return client
 
     def _on_connected(self) -> None:
         self.stats.connected = True
         self.stats.connects += 1
         self.stats.connected_since = time.time()
-        up = self.cfg.uplink
-        log.info("uplink connected to %s:%d", up.host, up.port)
+        log.info("uplink connected to %s", self.broker)
 
     def _on_disconnected(self, why: str) -> None:
         was = self.stats.connected
@@ -127,7 +127,7 @@ class Uplink:
             self.stats.disconnects += 1
             log.warning("uplink lost the broker (%s); records stay in the outbox, reconnecting", why)
         elif self.stats.connects == 0 and before != why:
-            log.warning("uplink cannot reach the broker %s:%d: %s", self.cfg.uplink.host, self.cfg.uplink.port, why)
+            log.warning("uplink cannot reach the broker %s: %s", self.broker, why)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await self.publish_state(client)
@@ -136,11 +136,13 @@ class Uplink:
             tg.create_task(self._drain(client, tg), name="uplink-drain")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Notice a lost connection: the message iterator raises MqttError when it drops."""
-        await client.subscribe(topic(self.cfg, "cmd") + "/#", qos=1)
+        """Notice a lost connection: the message iterator raises MqttError when it drops (with or without a
+        subscription). Only a gateway with ``downlink.enabled`` subscribes to its ``.../cmd/#`` (the contract,
+        and the broker's ACLs: a gateway without it needs no read access at all)."""
+        if self.downlink is not None:
+            await client.subscribe(topic(self.cfg, "cmd") + "/#", qos=1)
         async for message in client.messages:
-            if self.downlink is None:
-                log.info("command on %s ignored: the downlink is not enabled (downlink.enabled)", message.topic)
+            if self.downlink is None:  # not subscribed: nothing arrives
                 continue
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
             answer = await self.downlink.handle(str(message.topic), bytes(payload))

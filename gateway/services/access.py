@@ -19,16 +19,29 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edugate.gateway.services.base import Service, card_taps
+from edugate.gateway.services.base import Command, Section, Service, ServiceSetup, card_taps, card_taps_at
 
 log = logging.getLogger(__name__)
 
 PSEUDONYM_PATTERN = r"^p1-[0-9a-f]{32}$"
 Pseudonym = Annotated[str, Field(pattern=PSEUDONYM_PATTERN)]
+
+
+class AccessConfig(BaseModel):  # the ``access:`` section of the config (a docstring would enter the schema)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowlist_file: Path | None = Field(None, description="Where the allow-list pushed by central is kept "
+                                        "(default: allowlist.json next to the outbox).")
+
+
+class AccessStatus(TypedDict):
+    allowlist_version: int
+    allow: int
+    deny: int
 
 
 class AllowList(BaseModel):
@@ -53,6 +66,18 @@ class AllowListRejected(ValueError):
 
 class AccessControl(Service):
     name = "access"
+    order = 10
+    section = Section("access", AccessConfig, required=True)
+    observes = (card_taps_at("door", "lab"),)
+
+    @classmethod
+    def from_config(cls, setup: ServiceSetup) -> AccessControl | None:
+        """On a gateway with a door or lab reader."""
+        if not setup.readers("door", "lab"):
+            return None
+        section = setup.section if isinstance(setup.section, AccessConfig) else AccessConfig()
+        return cls(section.allowlist_file or setup.data_dir / "allowlist.json",
+                   {d.id: d.room for d in setup.devices})
 
     def __init__(self, path: Path, rooms: dict[str, str | None]) -> None:
         self.path = Path(path)
@@ -107,12 +132,16 @@ class AccessControl(Service):
         self.decisions[data["decision"]] += 1
         return record
 
-    def commands(self) -> dict[str, Any]:
+    def commands(self) -> dict[str, Command]:
         async def set_allowlist(args: AllowList) -> dict[str, Any]:
             return self.replace(args)
 
-        return {"access.allowlist.set": (AllowList, set_allowlist)}
+        return {"access.allowlist.set": Command(AllowList, set_allowlist)}
 
-    def status(self) -> dict[str, Any]:
-        return {"allowlist_version": self.allowlist.version if self.allowlist else 0, **self.decisions}
+    def status(self) -> AccessStatus:
+        return {"allowlist_version": self.allowlist.version if self.allowlist else 0,
+                "allow": self.decisions["allow"], "deny": self.decisions["deny"]}
+
+    def state_files(self) -> list[Path]:
+        return [self.path]
 

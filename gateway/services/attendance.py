@@ -22,15 +22,17 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edugate.contract.records import Emit, Event
-from edugate.gateway.services.base import Service, card_taps
+from edugate.drivers.base import DeviceConfig
+from edugate.gateway.services.base import Section, Service, ServiceSetup, card_taps, card_taps_at
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ class TimetableConfig(BaseModel):
         return self
 
 
+class AttendanceStatus(TypedDict):
+    summaries: int
+    open_tallies: int
+
+
 @dataclass
 class _Tally:
     cards: dict[str, bool]  # pseudonym -> late
@@ -83,6 +90,30 @@ class _Tally:
 
 class Attendance(Service):
     name = "attendance"
+    order = 20
+    section = Section("timetable", TimetableConfig, "Periods for attendance; none = no attendance.")
+    observes = (card_taps_at("attendance", "lab"),)
+
+    @classmethod
+    def from_config(cls, setup: ServiceSetup) -> Attendance | None:
+        """On a gateway with a ``timetable:``; its readers are those with role attendance or lab."""
+        timetable = setup.section
+        if not isinstance(timetable, TimetableConfig):
+            return None
+        return cls(timetable, setup.timezone, setup.readers("attendance", "lab"),
+                   state_file=timetable.state_file or setup.data_dir / "attendance-tallies.json")
+
+    @classmethod
+    def config_warnings(cls, section: BaseModel | None,
+                        devices: Sequence[DeviceConfig]) -> list[tuple[tuple[str | int, ...], str]]:
+        """An enabled ``attendance`` reader without a ``timetable:`` (taps only: no period, lateness, summary)."""
+        if section is not None:
+            return []
+        return [(("devices", i, "role"),
+                 f"attendance reader {dev.id!r} on a gateway without a 'timetable:': its taps are sent without "
+                 "period or lateness and no attendance summaries are made (add a timetable, or give the reader "
+                 "another role)")
+                for i, dev in enumerate(devices) if dev.enabled and getattr(dev, "role", None) == "attendance"]
 
     def __init__(self, timetable: TimetableConfig, tz: str, readers: dict[str, str | None],
                  state_file: Path | None = None) -> None:
@@ -220,5 +251,8 @@ class Attendance(Service):
                 await emit(event)
                 self.summaries += 1
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AttendanceStatus:
         return {"summaries": self.summaries, "open_tallies": len(self.tallies)}
+
+    def state_files(self) -> list[Path]:
+        return [self.state_file] if self.state_file is not None else []

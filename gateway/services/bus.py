@@ -19,13 +19,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edugate.contract.records import Emit, Event
-from edugate.gateway.services.base import Service, card_taps
+from edugate.gateway.services.base import Command, Section, Select, Service, ServiceSetup, card_taps, card_taps_at
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,34 @@ class BusConfig(BaseModel):
     state_file: Path | None = Field(None, description="Who is on board (default: next to the outbox).")
 
 
+class BusStatus(TypedDict):
+    onboard: int
+    boarded: int
+    alighted: int
+    left_onboard: int
+
+
+class EndRoute(BaseModel):
+    """The arguments of ``bus.end_route``: none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class BusRoute(Service):
     name = "bus"
+    order = 30
+    section = Section("bus", BusConfig, "School bus routes (a bus gateway).")
+    observes = (Select(kinds=frozenset({"telemetry"})), card_taps_at("bus"))  # GPS fixes, and taps on the bus
+
+    @classmethod
+    def from_config(cls, setup: ServiceSetup) -> BusRoute | None:
+        """On a gateway with a ``bus:`` section or a reader with role bus."""
+        bus_readers = list(setup.readers("bus"))
+        if setup.section is None and not bus_readers:
+            return None
+        bus = setup.section if isinstance(setup.section, BusConfig) else BusConfig()
+        readers = bus_readers or [d.id for d in setup.devices][:1] or ["bus"]
+        return cls(bus, setup.timezone, bus.state_file or setup.data_dir / "bus-onboard.json", readers)
 
     def __init__(self, cfg: BusConfig, tz: str, state_file: Path, readers: list[str]) -> None:
         self.cfg = cfg
@@ -141,17 +167,18 @@ class BusRoute(Service):
                 for event in self.end_route("scheduled"):
                     await emit(event)
 
-    def commands(self) -> dict[str, Any]:
-        class EndRoute(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-
+    def commands(self) -> dict[str, Command]:
         async def end_route(_args: EndRoute) -> dict[str, Any]:
             events = self.end_route("command")
             for event in events:
                 await self._emit(event)
             return {"left_onboard": len(events) - 1}
 
-        return {"bus.end_route": (EndRoute, end_route)}
+        return {"bus.end_route": Command(EndRoute, end_route)}
 
-    def status(self) -> dict[str, Any]:
-        return {"onboard": len(self.onboard), **self.counts}
+    def status(self) -> BusStatus:
+        return {"onboard": len(self.onboard), "boarded": self.counts["boarded"],
+                "alighted": self.counts["alighted"], "left_onboard": self.counts["left_onboard"]}
+
+    def state_files(self) -> list[Path]:
+        return [self.state_file]

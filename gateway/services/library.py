@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, deque
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
-from edugate.gateway.services.base import Service
+from edugate.gateway.services.base import Select, Service, ServiceSetup
 
 GATE_DRIVER = "library-gate"
 SELFCHECK_DRIVER = "library-selfcheck"
@@ -24,8 +24,25 @@ RECENT_ALARMS = 20
 HOURS = 24
 
 
+class LibraryStatus(TypedDict):
+    """What ``gateway/web/library_panel.py`` draws (each part is read defensively there)."""
+
+    date: str
+    visitors: dict[str, Any]  # today_in, today_out, per_hour [{hour, in, out}]
+    alarms: dict[str, Any]  # today, offline_today, recent [...]
+    loans: dict[str, Any]  # today, returns_today, refused_today, refused_reasons
+    gates: dict[str, dict[str, Any]]  # device id -> room, last_report_ts, reader_online, ils_online, stale
+    stations: list[str]
+
+
 class LibraryService(Service):
     name = "library"
+    order = 40
+
+    @classmethod
+    def from_config(cls, setup: ServiceSetup) -> LibraryService | None:
+        """On a gateway with a library gate or self-check station (no config section: the devices say it)."""
+        return library_service(list(setup.devices), setup.timezone)
 
     def __init__(self, gates: dict[str, str | None], stations: dict[str, str | None], tz: str,
                  count_intervals: dict[str, float] | None = None) -> None:
@@ -38,6 +55,7 @@ class LibraryService(Service):
         self.gate_health: dict[str, dict[str, Any]] = {g: {"room": room, "last_report_ts": None,
                                                             "reader_online": None, "ils_online": None}
                                                         for g, room in gates.items()}
+        self.observes = (Select(devices=frozenset(gates) | frozenset(stations)),)
         self.day = ""
         self.today: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -98,7 +116,7 @@ class LibraryService(Service):
             self.today["refused"] += 1
             self.refused[str(data.get("reason"))] += 1
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LibraryStatus:
         now = dt.datetime.now(self.tz)
         self._roll(now)
         now_ms = now.timestamp() * 1000

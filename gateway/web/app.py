@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from pydantic import BaseModel
 
 from edugate.common.web.site import Admin, SiteAuth, Viewer, build_site, check_csrf, page
 from edugate.drivers.base import ID_PATTERN
+from edugate.gateway.services.base import Service
+from edugate.gateway.web.alerts_panel import add_alert_routes
 from edugate.gateway.web.config import Threshold
 from edugate.gateway.web.live import LiveData
+from edugate.gateway.web.sessions_pages import add_session_routes
 from edugate.gateway.web.views import status_view
 
 ACTION_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
@@ -53,6 +57,7 @@ class GatewaySite:
     timezone: str = "UTC"
     thresholds: Mapping[str, Mapping[str, Threshold]] = field(default_factory=dict)
     actions: Mapping[str, AdminAction] = field(default_factory=dict)
+    services: Mapping[str, Service] = field(default_factory=dict)  # the running services (alerts, sessions)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         return dict(self.status().get("devices") or {})
@@ -87,10 +92,15 @@ class Series(BaseModel):
     values: dict[str, list[float | None]]
 
 
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"  # status, live, library panel
+
+
 def create_gateway_app(site: GatewaySite, auth: SiteAuth) -> FastAPI:
     app = build_site("EduGate gateway", auth, "/status", [("/status", "Status"), ("/live", "Live readings"),
-                                                           ("/admin", "Admin")])
+                                                           ("/admin", "Admin")], template_dirs=[TEMPLATES])
     app.state.site = site
+    add_alert_routes(app, site.services)
+    add_session_routes(app, site.services, site.timezone)
 
     @app.get("/status", response_class=HTMLResponse, summary="Status page (IT staff)")
     async def status_page(request: Request, who: Viewer) -> Response:
@@ -114,6 +124,7 @@ def create_gateway_app(site: GatewaySite, auth: SiteAuth) -> FastAPI:
         query = f"device={device}" if device else (f"room={room}" if room else "")
         return page(request, "live.html", who, {
             "devices": devices, "rooms": rooms, "chosen": chosen, "device": device, "room": room, "query": query,
+            "sessions": site.services.get("sessions"),
             "config": {"devices": chosen, "thresholds": site.thresholds_json(), "window_s": site.live.window_s,
                        "resolution_s": site.live.resolution_s, "query": query,
                        "timezone": site.timezone},

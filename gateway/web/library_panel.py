@@ -1,6 +1,6 @@
 """The library panel of the status page: the ``library`` service's status as tiles, bars and rows.
 
-:meth:`gateway.library.LibraryService.status` keeps what a librarian asks (today's visitors, visitors
+:meth:`edugate.gateway.services.library.LibraryService.status` keeps what a librarian asks (today's visitors, visitors
 per local hour, the recent gate alarms, loans, returns and refusals, each gate's health);
 :func:`library_view` turns it into what ``templates/_library.html`` draws: the numbers, a bar chart of
 the last 24 hours as plain SVG geometry (server-rendered, readable without JavaScript and allowed by
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edugate.gateway.web.views import ago, local_time
+from edugate.common.web.timefmt import ago, local_time
 
 CHART_HOURS = 24
 CHART_SLOT = 20.0  # chart units per hour; the SVG stretches to the card's width

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
-if TYPE_CHECKING:
-    from edugate.gateway.web.library_panel import LibraryPanel
-
-
-def ago(ts: float | None, now: float | None = None) -> str:
-    """'12 s ago', '3 min ago', '2 h ago', '4 d ago' ('never' for None)."""
-    if ts is None:
-        return "never"
-    delta = max(0.0, (now if now is not None else time.time()) - ts)
-    if delta < 90:
-        return f"{delta:.0f} s ago"
-    if delta < 90 * 60:
-        return f"{delta / 60:.0f} min ago"
-    if delta < 36 * 3600:
-        return f"{delta / 3600:.0f} h ago"
-    return f"{delta / 86400:.0f} d ago"
-
-
-def local_time(ts: float | None, tz: str) -> str:
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+from edugate.common.web.timefmt import ago, local_time
+from edugate.gateway.web.alerts_panel import alerts_view
+from edugate.gateway.web.equipment_panel import equipment_view
+from edugate.gateway.web.library_panel import LibraryPanel, library_view
 
 
 def size(n: float | None) -> str:
@@ -102,17 +82,16 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
         "devices": devices,
         "devices_online": sum(d["state"] == "online" for d in devices),
         "services": [(name, _flat(info)) for name, info in sorted(services.items())
-                     if not (name == "library" and isinstance(library, dict))],
+                     if not (name in ("library", "alerts", "assets") and isinstance(info, dict))],
+        "alerts": alerts_view(services["alerts"], tz, now) if isinstance(services.get("alerts"), dict) else None,
         "library": _library(library, tz, now, status.get("devices")) if isinstance(library, dict) else None,
+        "equipment": equipment_view(services["assets"], tz, now) if isinstance(services.get("assets"), dict)
+        else None,
         "time": local_time(now, tz),
     }
 
 
 def _library(info: dict[str, Any], tz: str, now: float, devices: Any) -> LibraryPanel:
-    from edugate.gateway.web.library_panel import (
-        library_view,  # imported here: it uses this module's ago(), local_time()
-    )
-
     return library_view(info, tz, now, devices if isinstance(devices, dict) else None)
 
 

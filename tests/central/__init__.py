@@ -6,12 +6,13 @@ a JSON array per MQTT message, QoS 1, on ``edu/v1/{school}/{gateway}/{kind}``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+
+from tests.helpers import wait_for
 
 BASE_TS = 1_763_900_000_000  # 2025-11-23, well inside the store's retention in the tests
 
@@ -80,12 +81,5 @@ class Publisher:
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2,
                what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """``tests.helpers.wait_for`` (the suite's one wait helper) with this package's argument order."""
+    return wait_for(condition, timeout, what, interval)

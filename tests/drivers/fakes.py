@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edugate.contract.records import Event, Item, Reading
+from tests.helpers import wait_for_async
 
 
 class FakeEmit:
@@ -61,10 +62,6 @@ class FakeEmit:
 
 async def until(condition: Callable[[], Any], what: str = "the condition", within_s: float = 5.0) -> None:
     """Wait until ``condition()`` holds, checked every 5 ms (driver health has no change notification to
-    await), or fail naming ``what``."""
-    try:
-        async with asyncio.timeout(within_s):
-            while not condition():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
+    await), or fail naming ``what``. The suite's one wait helper (``tests.helpers.wait_for_async``), with the
+    argument order and the short interval the driver tests use."""
+    await wait_for_async(condition, within_s, what, interval=0.005)

@@ -39,10 +39,16 @@ async def test_boarding_alighting_with_position_and_the_left_onboard_alert(
         gw = GatewayProcess(tmp_path / "gw", cfg).start()
         await wait_async(lambda: [r for r in collector.records["telemetry"]
                                   if r["device"] == "bus-gps" and r["values"].get("fix") == 1], 20, "a GPS fix")
+        await wait_async(lambda: "bus-door (em4100 reader on" in gw.log() and ": reading cards" in gw.log(), 20,
+                         "the door reader to open its port")
+        loop = asyncio.get_running_loop()
+        alice_boarded_at = loop.time()
         door.tap(ALICE)
-        await asyncio.sleep(0.5)
+        await wait_async(lambda: len(collector.records["event"]) >= 1, 20, "Alice's tap")
         door.tap(BOB)
-        await asyncio.sleep(0.5)
+        await wait_async(lambda: len(collector.records["event"]) >= 2, 20, "Bob's tap")
+        # Alice's next tap must come after her card's debounce window (0.3 s): the time is the point here
+        await asyncio.sleep(max(0.0, alice_boarded_at + 0.3 + 0.2 - loop.time()))
         door.tap(ALICE)  # Alice gets off; Bob stays on the bus
         await wait_async(lambda: len(collector.records["event"]) >= 3, 20, "three taps")
         answer = send_command(mosquitto.url, central_key, "card-school", "gw-cards", "bus.end_route", {})

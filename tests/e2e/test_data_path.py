@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
-from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
+from tests.helpers import Collector, GatewayProcess, ingest_stats, outbox_state, undelivered, wait_for
 from tests.vmquery import export
 
 UNITS = {1: "lab-th", 2: "co2-ndir", 3: "ph-meter"}
@@ -39,6 +38,17 @@ def gateway_config(broker: Mosquitto, sim: ModbusSimulator, poll_s: float = 0.1)
     }
 
 
+def wait_delivered(collector: Collector, gw: GatewayProcess) -> None:
+    """After the gateway stopped: every committed record is at the collector or still queued."""
+    wait_for(lambda: not undelivered(collector, gw.outbox_path), 15, "the records the broker acknowledged")
+
+
+def wait_more_delivered(collector: Collector, count: int, what: str) -> None:
+    """Wait until ``count`` more distinct records than now have reached the collector."""
+    target = len(collector.distinct()) + count
+    wait_for(lambda: len(collector.distinct()) >= target, 30, f"{count} more records delivered {what}")
+
+
 def stored_per_device(vm: VictoriaMetrics) -> dict[tuple[str, str], list[int]]:
     """(device, metric) -> stored timestamps, for the gateway under test."""
     out = {}
@@ -54,7 +64,7 @@ def test_exact_series_and_point_counts(mosquitto, victoria, modbus, ingest, tmp_
     wait_for(lambda: all(n >= 15 for n in collector.by_device().values()) and len(collector.by_device()) == 3,
              30, "15 readings of every device")
     assert gw.stop() == 0
-    time.sleep(0.5)
+    wait_delivered(collector, gw)
     readings = {dev: [r for r in collector.records["telemetry"] if r["device"] == dev] for dev in DEVICES}
 
     def complete() -> dict | None:
@@ -83,20 +93,20 @@ def test_broker_outage_and_kill_9_deliver_everything_once(mosquitto, victoria, m
     gw = GatewayProcess(tmp_path / "gw", gateway_config(mosquitto, modbus, poll_s=0.05)).start()
     wait_for(lambda: len(collector.seqs()) > 50, 30, "readings before the outage")
     mosquitto.stop()
-    time.sleep(2)
+    wait_for(lambda: len(outbox_state(gw.outbox_path)[1]) >= 100, 20, "a backlog of 100 records in the outbox")
     gw.kill()  # kill -9 while the broker is down: the backlog is only on disk
     mosquitto.start()
     # Mosquitto 2.0.11 does not restore $share subscriptions from its persistence file: until the ingest
     # worker has subscribed again, the broker would drop what arrives for the group (docs/operators.md).
     # So the gateway comes back only once the worker is subscribed again.
-    ingest_log = tmp_path / "ingest.log"
-    wait_for(lambda: ingest_log.read_text().count("connected to broker") >= 2, 15, "the ingest worker to reconnect")
-    time.sleep(0.3)
+    stats = tmp_path / "ingest.stats.json"
+    wait_for(lambda: (s := ingest_stats(stats)).get("connects", 0) >= 2 and s["subscribed"], 15,
+             "the ingest worker to reconnect and subscribe again")
     gw.start()
-    time.sleep(1.5)
+    wait_more_delivered(collector, 20, "from the backlog")
     gw.kill()  # and once more while draining
     gw.start()
-    time.sleep(1.5)
+    wait_more_delivered(collector, 20, "after the second restart")
     assert gw.stop() == 0
     next_seq, queued = outbox_state(gw.outbox_path)
     try:
@@ -138,9 +148,9 @@ def test_broker_restart_under_load_with_one_plain_worker(mosquitto, victoria, mo
     gw = GatewayProcess(tmp_path / "gw", gateway_config(mosquitto, modbus, poll_s=0.05)).start()
     wait_for(lambda: len(collector.seqs()) > 50, 30, "readings before the outage")
     mosquitto.stop()
-    time.sleep(3)  # gateway and worker both reconnect on their own, in whatever order
-    mosquitto.start()
-    time.sleep(3)
+    wait_for(lambda: len(outbox_state(gw.outbox_path)[1]) >= 100, 20, "a backlog of 100 records in the outbox")
+    mosquitto.start()  # gateway and worker both reconnect on their own, in whatever order
+    wait_more_delivered(collector, 100, "after the broker came back")
     assert gw.stop() == 0
     next_seq, queued = outbox_state(gw.outbox_path)
     wait_for(lambda: set(range(1, next_seq)) - queued <= collector.distinct(), 30, "every committed record")

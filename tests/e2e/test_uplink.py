@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
 import time
 from pathlib import Path
 
 from edugate.simulators.servers import Mosquitto
-from tests.helpers import Collector, GatewayProcess, outbox_state, wait_for
+from tests.helpers import Collector, GatewayProcess, outbox_state, undelivered, wait_for
 
 
 def synthetic_config(port: int, **uplink) -> dict:
@@ -20,6 +22,27 @@ def synthetic_config(port: int, **uplink) -> dict:
             {"id": "door", "driver": "synthetic", "interval_s": 0.05, "values": 0, "event_every": 1},
         ],
     }
+
+
+def wait_delivered(collector: Collector, gw: GatewayProcess, thinned: int = 0) -> None:
+    """After the gateway stopped: wait until what the broker acknowledged to it has reached the collector,
+    i.e. every committed record is received or still queued (or one of the ``thinned`` the budget dropped)."""
+    wait_for(lambda: len(undelivered(collector, gw.outbox_path)) <= thinned, 15,
+             "the records the broker acknowledged to reach the collector")
+
+
+def final_counters(gw: GatewayProcess) -> dict:
+    """The counters of the gateway's last log line (``gateway stopped: {...}``)."""
+    [line] = [line for line in gw.log().splitlines() if "gateway stopped: " in line][-1:]
+    return json.loads(line.split("gateway stopped: ", 1)[1])
+
+
+def queued_events(outbox: Path) -> int:
+    conn = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def assert_complete(collector: Collector, gw: GatewayProcess) -> int:
@@ -38,7 +61,8 @@ def test_birth_batches_and_clean_shutdown(mosquitto: Mosquitto, tmp_path: Path) 
     wait_for(lambda: len(collector.seqs("telemetry")) > 1000, 30, "1000 telemetry records")
     wait_for(lambda: any(r["device"] == "_gateway" for r in collector.records["telemetry"]), 10, "a health record")
     assert gw.stop() == 0
-    time.sleep(0.5)
+    wait_for(lambda: collector.states and collector.states[-1]["status"] == "offline", 10, "the offline state")
+    wait_delivered(collector, gw)
     # retained birth, then a clean offline on SIGTERM
     assert collector.states[0]["status"] == "online"
     assert collector.states[0]["devices"]["fast"]["driver"] == "synthetic"
@@ -73,7 +97,9 @@ def test_broker_outage_under_load_loses_nothing_and_reconnects_fast(mosquitto: M
     gw = GatewayProcess(tmp_path / "gw", synthetic_config(mosquitto.port)).start()
     wait_for(lambda: len(collector.seqs()) > 500, 30, "records before the outage")
     mosquitto.stop()
-    time.sleep(4)  # the outage: records pile up in the outbox meanwhile
+    # the outage lasts until 2000 records wait in the outbox (about 4 s: long enough for the uplink's
+    # reconnect back-off to grow, which the quick reconnect below must not suffer from)
+    wait_for(lambda: len(outbox_state(gw.outbox_path)[1]) > 2000, 30, "2000 records waiting in the outbox")
     _, queued = outbox_state(gw.outbox_path)
     assert len(queued) > 500, "records should wait in the outbox while the broker is down"
     before = len(collector.arrivals)
@@ -85,7 +111,7 @@ def test_broker_outage_under_load_loses_nothing_and_reconnects_fast(mosquitto: M
     assert first_delivery < 3.0, f"took {first_delivery:.1f} s to deliver after the broker came back"
     wait_for(lambda: len(outbox_state(gw.outbox_path)[1]) < 200, 30, "the backlog to drain")
     assert gw.stop() == 0
-    time.sleep(0.5)
+    wait_delivered(collector, gw)
     total = assert_complete(collector, gw)
     assert total > 2000
     collector.stop()
@@ -98,7 +124,9 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -
     last_next = 1
     for _ in range(4):
         gw.start()
-        time.sleep(rng.uniform(0.5, 2.0))
+        # kill at a random point mid-stream: after 100 to 1000 more records were committed
+        target = last_next + rng.randint(100, 1000)
+        wait_for(lambda t=target: outbox_state(gw.outbox_path)[0] >= t, 20, f"seq {target} committed")
         gw.kill()
         next_seq, _ = outbox_state(gw.outbox_path)
         assert next_seq > last_next, "sequence numbers continue across restarts"
@@ -107,7 +135,7 @@ def test_kill_9_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -
     before_last_kill = set(range(1, last_next))
     wait_for(lambda: before_last_kill <= collector.distinct(), 30, "every record committed before the kills")
     assert gw.stop() == 0
-    time.sleep(0.5)
+    wait_delivered(collector, gw)
     assert_complete(collector, gw)
     collector.stop()
 
@@ -118,14 +146,19 @@ def test_disk_budget_thins_telemetry_and_keeps_every_event(mosquitto: Mosquitto,
     cfg = synthetic_config(mosquitto.port)
     cfg["storage"] = {"path": str(tmp_path / "gw" / "outbox.sqlite"), "budget_mb": 0.25}
     gw = GatewayProcess(tmp_path / "gw", cfg).start()
-    time.sleep(5)
+
+    def thinned_with_60_events_queued() -> bool:
+        next_seq, queued = outbox_state(gw.outbox_path)
+        return len(queued) < next_seq - 1 and queued_events(gw.outbox_path) > 60
+
+    wait_for(thinned_with_60_events_queued, 30, "the budget to thin telemetry, with 60 events queued")
     next_seq, queued = outbox_state(gw.outbox_path)
     assert len(queued) < next_seq - 1, "the budget should have forced thinning"
     mosquitto.start()
     wait_for(lambda: any(r["device"] == "_gateway" and r["values"]["telemetry_thinned"] > 0
                          for r in collector.records["telemetry"]), 20, "a health record reporting thinning")
     assert gw.stop() == 0
-    time.sleep(0.5)
+    wait_delivered(collector, gw, thinned=final_counters(gw)["telemetry_thinned"])
     next_seq, queued = outbox_state(gw.outbox_path)
     events_produced = wait_for(lambda: len(collector.distinct("event")), 5, "events")
     # every event ever committed arrived or is still queued: none was thinned
@@ -139,6 +172,6 @@ def test_disk_budget_thins_telemetry_and_keeps_every_event(mosquitto: Mosquitto,
     assert last_health["telemetry_thinned"] > 0
     # the events are consecutive per "door" reading: every door reading has its event
     door_n = {r["values"]["n"] for r in collector.records["telemetry"] if r["device"] == "door"}
-    event_n = {e["data"]["n"] for e in collector.records["event"]}
+    event_n = {e["data"]["n"] for e in collector.records["event"] if e["device"] == "door"}  # not outbox_over_budget
     assert door_n - event_n == set(), "an event is missing for a door reading that survived"
     collector.stop()

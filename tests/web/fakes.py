@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from edugate.central.fleet import DeviceState, FleetTable, StateDoc
+from edugate.central.fleet import DeviceReport, FleetTable, StateDoc
 from edugate.central.web.pages import Central, StateFollower, Store, create_central_app
 from edugate.common.web.auth import SessionSigner, UserStore, hash_password
 from edugate.common.web.site import SiteAuth
@@ -72,8 +72,8 @@ def central_app(tmp: Path, store_url: str) -> tuple[FastAPI, Central]:
     table = FleetTable()
     now = int(time.time() * 1000)
     table.apply("thpt-a", "gw-1", StateDoc(True, now, version="0.1.0", started_at=now - 1000,
-                                           devices=(DeviceState("lab1-th", "online"),
-                                                    DeviceState("fridge", "offline", 2, "no answer"))), now)
+                                           devices=(DeviceReport("lab1-th", "online"),
+                                                    DeviceReport("fridge", "offline", 2, "no answer"))), now)
     table.apply("thpt-b", "gw-1", StateDoc(False, None, reason="connection lost"), now)
     follower = StateFollower(table=table, districts={("thpt-a", "gw-1"): "quan-1"}, connected=True)
     auth = SiteAuth(UserStore(users_file(tmp / "central-users.json")), SessionSigner(b"c" * 32),

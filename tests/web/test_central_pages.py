@@ -66,8 +66,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     port = free_port()
     data_dir = workdir / "central"
     add_users("--users-file", data_dir / "web-users.json", workdir)
-    procs.append(_spawn([sys.executable, "-m", "edugate.cli.main", "central", "--broker", broker.url, "--store-url",
-                         store.url, "--port", str(port), "--data-dir", str(data_dir)], workdir / "central.log"))
+    # central.yaml names the store and the data folder; the broker and the port come as flags (they override it)
+    config = workdir / "central.yaml"
+    config.write_text(f"broker:\n  brokers: [\"127.0.0.1:{free_port()}\"]\nstore:\n  url: {store.url}\n"
+                      f"pages:\n  port: {free_port()}\n  data_dir: central\n")
+    procs.append(_spawn([sys.executable, "-m", "edugate.cli.main", "central", "--config", str(config),
+                         "--broker", broker.url, "--port", str(port)], workdir / "central.log"))
     try:
         wait_for_port("127.0.0.1", port, timeout=20, proc=procs[-1])
         yield Fleet(f"http://127.0.0.1:{port}", broker, store, gateways, workdir)

@@ -30,10 +30,11 @@ from edugate.common.web.site import SiteAuth
 from edugate.contract.records import Event, Item, Reading
 from edugate.gateway.config import parse_config
 from edugate.gateway.runtime.clock import Clock
+from edugate.gateway.runtime.gateway import observing
 from edugate.gateway.runtime.outbox import Outbox
 from edugate.gateway.runtime.pipeline import Pipeline
-from edugate.gateway.services.base import build_services
 from edugate.gateway.services.library import LibraryService
+from edugate.gateway.services.registry import build_services
 from edugate.gateway.web.app import GatewaySite, create_gateway_app
 from edugate.gateway.web.live import LiveData
 from edugate.simulators.servers import free_port, wait_for_port
@@ -99,7 +100,7 @@ class LibraryGateway:
         self.loop = asyncio.get_running_loop()
         outbox = await Outbox.open(self.cfg.storage.path, budget_bytes=1 << 26)
         self.pipeline = Pipeline(outbox, Clock("always"), {d.id: d.room for d in self.cfg.devices})
-        self.pipeline.rules.extend(service.stage for service in self.services)
+        self.pipeline.rules.extend(observing(service) for service in self.services)
         live = LiveData(window_s=600)
         self.pipeline.observers.append(live.observe)
         site = GatewaySite(status=self.status, live=live, timezone=self.cfg.timezone)

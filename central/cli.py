@@ -1,0 +1,51 @@
+"""Central's commands, one typer app: ``ingest``, ``central`` (pages), ``keygen``/``sign``/``send``, ``events``,
+``library-report``, ``central-check`` and ``central-doctor``. ``edugate.cli.main`` adds them to the ``edugate``
+command with :func:`register`; ``python -m edugate.central.cli`` runs them alone (a central server without the
+gateway's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edugate.central.cli_common import central_config_or_exit
+from edugate.central.cli_events import events
+from edugate.central.cli_ingest import ingest
+from edugate.central.cli_pages import central
+from edugate.central.command_tools import keygen, send, sign
+from edugate.central.ingest.doctor import central_doctor
+from edugate.central.library_report import library_report
+
+
+def central_check(
+    config: Annotated[Path, typer.Argument(help="central.yaml", show_default=False)],
+) -> None:
+    """Validate a central.yaml; print every problem as file:line: path: message (exit code 2)."""
+    cfg = central_config_or_exit(config)
+    workers = f"ingest worker {cfg.ingest.client_id}" if cfg.ingest.client_id else "no ingest.client_id (give " \
+        "--client-id to each worker)"
+    typer.echo(f"{config}: OK: broker {', '.join(cfg.broker.brokers)}{' (TLS)' if cfg.broker.tls else ''}, "
+               f"store {cfg.store.url}, {workers}, pages on {cfg.pages.host}:{cfg.pages.port}, "
+               f"event log {cfg.events.db or 'off'}")
+
+
+def register(cli: typer.Typer) -> None:
+    """Add central's commands to ``cli`` (the ``edugate`` command)."""
+    cli.command(help="Central ingest: broker -> VictoriaMetrics (shared subscription worker).")(ingest)
+    cli.command()(central)
+    for command in (keygen, sign, send):
+        cli.command()(command)
+    cli.command()(events)
+    cli.command(name="library-report")(library_report)
+    cli.command(name="central-check")(central_check)
+    cli.command(name="central-doctor")(central_doctor)
+
+
+app = typer.Typer(name="edugate-central", help="EduGate central: ingest, fleet pages, signed commands, reports.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,194 @@
+"""One YAML file configures central (``central.yaml``): broker, store, ingest workers, event store, pages, keys.
+
+Validated like the gateway's config: every problem as ``file:line: path: message`` (``edugate central-check``).
+Every section has defaults equal to the command-line defaults, so no file at all is a valid (local) setup; the
+command-line flags override single values of the file. Relative file paths are relative to the file's folder.
+Example: ``config/central.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edugate.central.urls import check_store_url, parse_broker_url
+from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, parse_address
+from edugate.common.yamlconfig import default_message, format_path, load_model
+
+LOCAL_STORE = "http://127.0.0.1:8428"
+GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    return path if path is None or path.is_absolute() else (base / path).resolve()
+
+
+def _resolved_broker(broker: BrokerConfig, base: Path) -> BrokerConfig:
+    tls = broker.tls
+    if tls is not None:
+        tls = tls.model_copy(update={name: _resolve(getattr(tls, name), base)
+                                     for name in ("ca_file", "cert_file", "key_file")})
+    return broker.model_copy(update={"password_file": _resolve(broker.password_file, base), "tls": tls})
+
+
+def override_broker(broker: BrokerConfig, *, url: str | None = None, host: str | None = None,
+                    port: int | None = None, username: str | None = None, password_file: Path | None = None,
+                    ca_file: Path | None = None, cert_file: Path | None = None,
+                    key_file: Path | None = None) -> BrokerConfig:
+    """The file's broker section with the command-line flags applied (a flag given wins; ValueError if bad).
+
+    ``url`` (``mqtt://host:port`` or ``mqtts://``) replaces the broker list with that one broker, TLS on or off
+    as its scheme says; ``host``/``port`` then replace its host or port; a CA file, client certificate or key
+    turns TLS on.
+    """
+    updates: dict[str, Any] = {}
+    tls = broker.tls
+    if url is not None:
+        url_host, url_port, url_tls = parse_broker_url(url)
+        updates["brokers"] = [str(BrokerAddress(url_host, url_port))]
+        tls = (tls or MqttTls()) if url_tls else None
+    if host is not None or port is not None:
+        first = broker.addresses[0] if url is None else parse_address(updates["brokers"][0])
+        updates["brokers"] = [str(BrokerAddress(host or first.host, port or first.port))]
+    tls_updates = {name: value for name, value in (("ca_file", ca_file), ("cert_file", cert_file),
+                                                   ("key_file", key_file)) if value is not None}
+    if tls_updates:
+        tls = (tls or MqttTls()).model_copy(update=tls_updates)
+    updates["tls"] = tls
+    if username is not None:
+        updates["username"] = username
+    if password_file is not None:
+        updates["password_file"] = password_file
+    try:
+        return BrokerConfig.model_validate(broker.model_dump() | updates)
+    except ValidationError as exc:
+        raise ValueError("; ".join(f"{format_path(tuple(e['loc']))}: {default_message(e)}"
+                                   for e in exc.errors())) from None
+
+
+class StoreSection(StrictModel):
+    """The time-series store (InfluxDB-compatible write API; VictoriaMetrics with -dedup.minScrapeInterval=1ms)."""
+
+    url: str = Field(LOCAL_STORE, description="http(s)://host:port[/prefix] of the store.")
+    bucket: str = Field("edugate", min_length=1, description="Bucket (InfluxDB 2/3; ignored by VictoriaMetrics).")
+    org: str = Field("", description="Organisation (InfluxDB 2; ignored by VictoriaMetrics).")
+    token_file: Path | None = Field(None, description="File holding the store's API token.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_store_url(value)
+
+
+class IngestSection(StrictModel):
+    """One ingest worker (``edugate ingest``); run several with distinct client ids and the same group."""
+
+    client_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/+#]+$",
+                                  description="Fixed MQTT client id of this worker (its persistent session). "
+                                  "Required here or as --client-id.")
+    group: str = Field("", max_length=64, description="'' (default) = one worker with a plain subscription, which "
+                       "Mosquitto restores after its restart; a name = a shared-subscription group several workers "
+                       "split the load in (only on a broker that restores it: see docs/central.md).")
+    batch_lines: int = Field(10_000, ge=1, description="Lines per store write at most.")
+    batch_ms: int = Field(50, ge=0, description="Wait this long for a batch to fill.")
+    queue_mb: int = Field(64, ge=1, description="In-memory queue bound (MiB); when full, reading pauses.")
+    stats_file: Path | None = Field(None, description="Write counters and the fleet table here (JSON).")
+    stats_interval_s: float = Field(1.0, ge=0.01, description="Seconds between two writes of stats_file.")
+    summary_interval_s: float = Field(10.0, ge=0, description="Seconds between INFO summaries (0: none).")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not set(value) <= GROUP_CHARS:
+            raise ValueError(f"group {value!r}: use letters, digits, '-' and '_' ('' = not shared)")
+        return value
+
+
+class EventsSection(StrictModel):
+    """The central event log (card taps, alarms, summaries), queried with ``edugate events``."""
+
+    db: Path | None = Field(None, description="SQLite file the ingest workers also write every event to "
+                            "(none: events go to the time-series store only).")
+
+
+class PagesSection(StrictModel):
+    """Central's fleet pages (``edugate central``)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to serve the pages on.")
+    port: int = Field(8090, ge=1, le=65535, description="Port of the pages.")
+    data_dir: Path = Field(Path("/var/lib/edugate-central"), description="Session secret and (by default) the "
+                           "users file.")
+    users_file: Path | None = Field(None, description="Who may log in (default: web-users.json in data_dir); "
+                                    "edit with 'edugate web-user ... --users-file'.")
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the times shown.")
+    client_id: str = Field("edugate-central", min_length=1, max_length=128, pattern=r"^[^/+#]+$",
+                           description="MQTT client id of the pages' state follower.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Ho_Chi_Minh)") from None
+        return value
+
+    def users_path(self) -> Path:
+        return self.users_file or self.data_dir / "web-users.json"
+
+
+class SigningSection(StrictModel):
+    """Central's command-signing key pair (``edugate keygen``); used by ``edugate sign`` and ``send``."""
+
+    private_key: Path | None = Field(None, description="The private key (PEM, mode 0600): keep it on the "
+                                     "signing host only.")
+    public_key: Path | None = Field(None, description="Its public key, the file every gateway lists in "
+                                    "downlink.public_keys.")
+
+
+class CentralConfig(StrictModel):
+    """``central.yaml``."""
+
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="The MQTT broker(s): the same section "
+                                 "as a gateway's (edugate.common.mqtt.BrokerConfig).")
+    store: StoreSection = Field(default_factory=StoreSection)
+    ingest: IngestSection = Field(default_factory=IngestSection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    pages: PagesSection = Field(default_factory=PagesSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+
+    @field_validator("broker")
+    @classmethod
+    def _client_ids_per_process(cls, broker: BrokerConfig) -> BrokerConfig:
+        if broker.client_id is not None:
+            raise ValueError("client_id is not used by central: each central process has its own, set "
+                             "ingest.client_id (one per worker) and pages.client_id")
+        return broker
+
+    def resolved(self, base: Path) -> CentralConfig:
+        """Relative file paths taken relative to ``base`` (the config file's folder)."""
+        return self.model_copy(update={
+            "broker": _resolved_broker(self.broker, base),
+            "store": self.store.model_copy(update={"token_file": _resolve(self.store.token_file, base)}),
+            "ingest": self.ingest.model_copy(update={"stats_file": _resolve(self.ingest.stats_file, base)}),
+            "events": self.events.model_copy(update={"db": _resolve(self.events.db, base)}),
+            "pages": self.pages.model_copy(update={"data_dir": _resolve(self.pages.data_dir, base),
+                                                   "users_file": _resolve(self.pages.users_file, base)}),
+            "signing": self.signing.model_copy(update={"private_key": _resolve(self.signing.private_key, base),
+                                                       "public_key": _resolve(self.signing.public_key, base)}),
+        })
+
+
+def load_central_config(path: Path | None) -> CentralConfig:
+    """``central.yaml`` validated, paths resolved; the defaults when ``path`` is None. Raises ``ConfigError``."""
+    if path is None:
+        return CentralConfig()
+    return load_model(path, CentralConfig).resolved(path.parent)

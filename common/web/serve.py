@@ -1,0 +1,73 @@
+"""Serve a FastAPI app with uvicorn inside a process that owns its event loop and signals.
+
+Used by the gateway's pages (``gateway/web/serve.py``) and central's pages (``central/web/pages.py``). A port
+that cannot be bound is logged and retried: the pages failing never takes the process down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+BIND_RETRY_S = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process that embeds it owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (SO_REUSEADDR, not inherited by children)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+async def serve_app(app: FastAPI, host: str, port: int, what: str, on_stop: Callable[[], None] | None = None,
+                    retry_s: float = BIND_RETRY_S) -> None:
+    """Serve ``app`` on ``host:port`` until cancelled; retry binding every ``retry_s`` when the port is taken.
+    ``on_stop`` is called when cancelled, to end long responses (live streams) before they are cut."""
+    while True:
+        try:
+            sock = bind(host, port)
+            break
+        except OSError as exc:
+            log.error("%s: cannot listen on %s:%d (%s); retrying every %.0f s", what, host, port,
+                      exc.strerror or exc, retry_s)
+            await asyncio.sleep(retry_s)
+    server = _Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", access_log=False,
+                                    timeout_graceful_shutdown=2, proxy_headers=False, server_header=False))
+    shown = f"[{host}]" if ":" in host else host
+    log.info("%s on http://%s:%d/", what, shown, port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:  # cancelled with the process: stop listening, let the open live streams end, cut what is left
+        for listener in getattr(server, "servers", []):
+            listener.close()
+        if on_stop is not None:
+            on_stop()
+        tasks = list(server.server_state.tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+        sock.close()
