@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from edugate.central.api.cli import api, api_key
 from edugate.central.cli_common import central_config_or_exit
 from edugate.central.cli_events import events
 from edugate.central.cli_ingest import ingest
@@ -17,6 +18,7 @@ from edugate.central.cli_pages import central
 from edugate.central.command_tools import keygen, send, sign
 from edugate.central.ingest.doctor import central_doctor
 from edugate.central.library_report import library_report
+from edugate.central.reports.supervision import report
 
 
 def central_check(
@@ -41,6 +43,9 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="library-report")(library_report)
     cli.command(name="central-check")(central_check)
     cli.command(name="central-doctor")(central_doctor)
+    cli.command(name="api")(api)  # the operations centre (issue 21)
+    cli.add_typer(api_key, name="api-key")
+    cli.add_typer(report, name="report")
 
 
 app = typer.Typer(name="edugate-central", help="EduGate central: ingest, fleet pages, signed commands, reports.",

@@ -153,6 +153,24 @@ class SigningSection(StrictModel):
                                     "downlink.public_keys.")
 
 
+class ApiSection(StrictModel):
+    """The operations centre's open API (``edugate api``, ``edugate api-key``, ``edugate report``): docs/api."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to serve the API on.")
+    port: int = Field(8095, ge=1, le=65535, description="Port of the API.")
+    keys_file: Path = Field(Path("/var/lib/edugate-central/api-keys.json"), description="The consumers' API keys "
+                            "(hashed); edit with 'edugate api-key add|remove|list'.")
+    k: int = Field(5, ge=2, le=100, description="Counts of children's actions below k are suppressed.")
+    round_to: int | None = Field(None, ge=1, le=100, description="Other such counts are rounded to a multiple of "
+                                 "this (default: k).")
+    rate_per_minute: int = Field(60, ge=1, description="Requests per minute per API key (bursts up to this).")
+    health_interval_s: float = Field(30.0, gt=0, description="The gateways' uplink.health_interval_s: what "
+                                     "'expected' means for completeness and uptime.")
+    cache_s: float = Field(60.0, ge=0, description="Seconds a period's figures are reused between requests.")
+    districts: dict[str, list[str]] = Field(default_factory=dict, description="District id -> its school ids "
+                                            "(schools not listed are in district 'unassigned').")
+
+
 class CentralConfig(StrictModel):
     """``central.yaml``."""
 
@@ -163,6 +181,7 @@ class CentralConfig(StrictModel):
     events: EventsSection = Field(default_factory=EventsSection)
     pages: PagesSection = Field(default_factory=PagesSection)
     signing: SigningSection = Field(default_factory=SigningSection)
+    api: ApiSection = Field(default_factory=ApiSection)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
     @field_validator("broker")
@@ -184,6 +203,7 @@ class CentralConfig(StrictModel):
                                                    "users_file": _resolve(self.pages.users_file, base)}),
             "signing": self.signing.model_copy(update={"private_key": _resolve(self.signing.private_key, base),
                                                        "public_key": _resolve(self.signing.public_key, base)}),
+            "api": self.api.model_copy(update={"keys_file": _resolve(self.api.keys_file, base)}),
         })
 
 

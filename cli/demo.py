@@ -2,17 +2,28 @@
 
 Starts, on free loopback ports and in one scratch folder: a Mosquitto broker, a
 VictoriaMetrics store, the Modbus simulators the demo school's config names,
-one central ingest worker and the gateway itself (``config/demo-school.yaml``,
+one central ingest worker and the gateway itself (``cli/demo-school.yaml``,
 with its ports rewritten), then shows live what arrives centrally.
+
+The new parts run where their extra is installed, and are left out with one line saying so where it is not:
+the on-device models (``[ml]``: the equipment and room simulators of ``ml_models/*/data.py`` played into two
+Modbus units, one simulated minute per poll, and the ``models`` stage scoring them), a room of BLE probes
+(``[ble]``: ``edugate.simulators.ble_probes --serve`` in its own process, heard by the gateway through
+``EDUGATE_BLE_BACKEND``), and a micro:bit-style kit (the reference node firmware on a pseudo-terminal; the
+kit link needs only the ``[gateway]`` extra).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -20,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console, Group
@@ -33,12 +44,82 @@ from edugate.cli.demo_pages import DemoPages
 from edugate.common.privacy import Pseudonymizer, load_or_create_key
 from edugate.contract.commands import load_private_key, sign_command
 from edugate.gateway.config import load_config
+from edugate.simulators.kit_node import KitNodeProcess
 from edugate.simulators.library_demo import start_library
 from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics, free_port
 from edugate.simulators.students import ReaderKind, StudentFlow
 
+if TYPE_CHECKING:
+    import numpy as np
+
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo-school.yaml"
+# What the model stage scores in the demo (added to the gateway's config only where the [ml] extra is installed:
+# without the stage, a `models` section would be an unknown key)
+DEMO_MODELS: dict[str, Any] = {"anomaly": [{"device": "lab2-fridge", "kind": "fridge"}],
+                               "occupancy": [{"device": "c10a-env"}]}
+MODEL_EVENTS = ("anomaly", "occupancy")
+BLE_BACKEND = "edugate.simulators.ble_probes:SocketBlueZScanner"
+
+
+def _missing(*modules: str) -> list[str]:
+    """Which of ``modules`` cannot be imported here (without importing them)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def fridge_rows() -> np.ndarray:
+    """The lab fridge the anomaly model watches (``ml_models/anomaly/data.py``): normal for 40 simulated minutes,
+    then its door is left open. Columns: temp, power."""
+    import numpy as np
+
+    from edugate.ml_models.anomaly.data import episode
+
+    start = 600  # 10:00
+    values: np.ndarray = episode(np.random.default_rng(7), "fridge", "door_open", days=1, start=start).values
+    return values[start - 40:]
+
+
+def classroom_rows() -> np.ndarray:
+    """Class 10A's environment (``ml_models/occupancy/data.py``) from 07:35 on: a class comes in a few
+    minutes later. Columns: co2, temp, humidity, light."""
+    import numpy as np
+
+    from edugate.ml_models.occupancy.data import room
+
+    values: np.ndarray = room(np.random.default_rng(3), 1).values
+    return np.concatenate([values[7 * 60 + 35:], values[:7 * 60 + 35]])
+
+
+FEEDS = {"lab2-fridge": fridge_rows, "c10a-env": classroom_rows}  # device id -> its series, one row a minute
+
+
+class ModelFeed(threading.Thread):
+    """Plays a series into one simulated Modbus unit: each time the gateway has polled the unit, the next row
+    (one simulated minute per poll, so the models' windows fill in seconds)."""
+
+    def __init__(self, sim: ModbusSimulator, unit: int, names: list[str], rows: np.ndarray) -> None:
+        super().__init__(name=f"demo-feed-{unit}", daemon=True)
+        self.sim, self.unit, self.names, self.rows = sim, unit, names, rows
+        self.stopping = threading.Event()
+        self.played = 0
+        self._put(0)
+
+    def _put(self, i: int) -> None:
+        for name, value in zip(self.names, self.rows[i % len(self.rows)], strict=True):
+            self.sim.set_value(self.unit, name, float(value))
+
+    def run(self) -> None:
+        seen = self.sim.unit(self.unit).request_count
+        while not self.stopping.wait(0.02):
+            count = self.sim.unit(self.unit).request_count
+            if count != seen:
+                seen = count
+                self.played += 1
+                self._put(self.played)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=2)
 
 
 @dataclass
@@ -54,6 +135,10 @@ class DemoSchool:
     gateway_config: Path = field(init=False)
     students: StudentFlow | None = None
     library_processes: list[str] = field(default_factory=list)
+    feeds: list[ModelFeed] = field(default_factory=list)
+    kit: KitNodeProcess | None = None
+    notes: list[str] = field(default_factory=list)  # what runs, and what is left out for a missing extra
+    ble_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -80,28 +165,85 @@ class DemoSchool:
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
                 dev["port"] = port_map[(dev["host"], dev["port"])]
+        gateway_env = self._start_lab(raw)
         self.pages.configure_gateway(raw)
         self.gateway_config.write_text(yaml.safe_dump(raw, sort_keys=False))
         load_config(self.gateway_config)  # fail here, clearly, if the rewrite broke anything
         self._spawn("ingest", [sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "demo-ingest-1",
                                "--broker", self.broker.url, "--store-url", self.store.url])
-        self._spawn("gateway", [sys.executable, "-m", "edugate.cli.main", "run", str(self.gateway_config)])
+        self._spawn("gateway", [sys.executable, "-m", "edugate.cli.main", "run", str(self.gateway_config)],
+                    env=gateway_env)
         for name, argv in self.pages.processes(self.broker.port, self.broker.url, self.store.url).items():
             self._spawn(name, argv)
 
     def _start_simulators(self, raw: dict[str, Any]) -> dict[tuple[str, int], int]:
         endpoints: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
+        fed: dict[tuple[str, int], dict[int, dict[str, Any]]] = defaultdict(dict)  # units the models' data feeds
+        can_feed = not _missing("numpy")
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
-                endpoints[(dev["host"], dev["port"])][dev["unit"]] = dev["profile"]
+                endpoints[(dev["host"], dev["port"])][dev["unit"]] = self._profile_of(dev)
+                if can_feed and dev["id"] in FEEDS:
+                    fed[(dev["host"], dev["port"])][dev["unit"]] = dev
         port_map = {}
         for (host, port), units in endpoints.items():
-            sim = ModbusSimulator(units, host="127.0.0.1", port=free_port(), day_s=600, update_interval_s=1)
+            sim = ModbusSimulator(units, host="127.0.0.1", port=free_port(), day_s=600, update_interval_s=1,
+                                  drift=not fed.get((host, port)))  # a fed unit keeps exactly the values it is given
+            for unit, dev in fed.get((host, port), {}).items():
+                self.feeds.append(ModelFeed(sim, unit, [r["name"] for r in dev["registers"]], FEEDS[dev["id"]]()))
             thread = SimulatorThread(sim)
             thread.start()
             self.simulators.append(thread)
             port_map[(host, port)] = sim.port
+        for feed in self.feeds:
+            feed.start()
         return port_map
+
+    def _profile_of(self, dev: dict[str, Any]) -> str:
+        """The profile the simulator serves for a Modbus device: its name, or a file of its inline registers."""
+        if "profile" in dev:
+            return str(dev["profile"])
+        path = self.workdir / "profiles" / f"{dev['id']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({"description": f"{dev['id']} (inline registers of the demo config)",
+                                        "registers": dev["registers"]}, sort_keys=False))
+        return str(path)
+
+    def _start_lab(self, raw: dict[str, Any]) -> dict[str, str]:
+        """The models, the BLE probes and the kit, each where its extra is installed; the gateway's environment."""
+        env = dict(os.environ)
+        if missing := _missing("numpy", "onnxruntime"):
+            self.notes.append(f"on-device models left out: the [ml] extra is not installed (no {', '.join(missing)}; "
+                              "pip install 'edugate[ml]'); their devices still report simulated readings")
+        else:
+            raw["models"] = DEMO_MODELS
+            self.notes.append("on-device models: anomaly (lab2-fridge, its door left open after 40 simulated "
+                              "minutes) and occupancy (c10a-env), one simulated minute per second")
+        probes = [d for d in raw["devices"] if d.get("driver") == "ble"]
+        if probes and (missing := _missing("bleak", "bthome_ble")):
+            raw["devices"] = [d for d in raw["devices"] if d.get("driver") != "ble"]
+            self.notes.append(f"BLE probes left out ({', '.join(d['id'] for d in probes)}): the [ble] extra is not "
+                              f"installed (no {', '.join(missing)}; pip install 'edugate[ble]')")
+        elif probes:
+            # a short folder: a Unix socket's path has at most 107 bytes
+            self.ble_dir = Path(tempfile.mkdtemp(prefix="edugate-ble-"))
+            air = self.ble_dir / "air.sock"
+            self._spawn("ble-air", [sys.executable, "-m", "edugate.simulators.ble_probes", "--serve", str(air),
+                                    "--others", "2"])
+            env.update(EDUGATE_BLE_BACKEND=BLE_BACKEND, EDUGATE_BLE_AIR=str(air))
+            deadline = time.time() + 20
+            while not air.exists() and time.time() < deadline:  # the gateway retries anyway: only a head start
+                self.check_processes()
+                time.sleep(0.1)
+            self.notes.append(f"BLE probes: {len(probes)} in a simulated lab (edugate.simulators.ble_probes) on {air}")
+        for dev in raw["devices"]:
+            if dev.get("driver") == "kit" and self.kit is None:
+                dev["port"] = str(self.workdir / f"tty-{dev['id']}")
+                self.kit = KitNodeProcess(dev["port"], self.workdir / "kit-state", node_id=f"demo-{dev['id']}",
+                                          board="microbit-v2", firmware="1.0.0", interval_ms=1000)
+                self.kit.start()
+                self.notes.append(f"lab kit {dev['id']}: the reference micro:bit firmware on a pseudo-terminal")
+        return env
 
     def _start_students(self, raw: dict[str, Any]) -> None:
         """Simulated readers at the config's card reader entries, and students tapping at them."""
@@ -133,9 +275,9 @@ class DemoSchool:
             time.sleep(0.5)
         return answer
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
 
     def check_processes(self) -> None:
@@ -146,7 +288,7 @@ class DemoSchool:
 
     def stop(self) -> None:
         self.pages.stop(self.processes)
-        for name in ("gateway", "ingest", *self.library_processes):
+        for name in ("gateway", "ingest", *self.library_processes, "ble-air"):
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -156,6 +298,12 @@ class DemoSchool:
                     proc.kill()
         if self.students is not None:
             self.students.stop()
+        if self.kit is not None:
+            self.kit.close()
+        if self.ble_dir is not None:
+            shutil.rmtree(self.ble_dir, ignore_errors=True)
+        for feed in self.feeds:
+            feed.stop()
         for thread in self.simulators:
             thread.stop()
         self.store.stop()
@@ -203,6 +351,14 @@ class DemoSchool:
             out[s["metric"]["type"].removeprefix("library_")] = float(s["value"][1])
         return out
 
+    def events(self, types: tuple[str, ...] = (*MODEL_EVENTS, "kit_hello")) -> dict[str, float]:
+        """Events of ``types`` stored centrally in the last hour, as ``type/device`` -> count."""
+        out: dict[str, float] = {}
+        for s in self.query(f'sum by (type, device) (count_over_time(edugate_event_count{{school="{self.school}",'
+                            f'type=~"{"|".join(types)}"}}[1h]))'):
+            out[f"{s['metric'].get('type', '?')}/{s['metric'].get('device', '?')}"] = float(s["value"][1])
+        return out
+
     def taps(self) -> dict[str, float]:
         """Card taps stored centrally in the last hour, by reader role and door decision."""
         out: dict[str, float] = {}
@@ -234,6 +390,8 @@ def _render(demo: DemoSchool, started: float) -> Group:
         Text(f"card taps stored centrally (last hour, as pseudonyms): {taps}"),
         Text("library (last hour): " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(demo.library().items()))
                                         or "nothing yet")),
+        Text("model and kit events (last hour): " + (", ".join(f"{k} {v:.0f}" for k, v in sorted(
+            demo.events().items())) or "nothing yet")),
         Text(f"broker {demo.broker.url}   store UI {demo.store.url}/vmui   logs {demo.workdir}", style="dim"),
     )
 
@@ -254,6 +412,8 @@ def run_demo(duration: float | None, workdir: Path | None, refresh_s: float = 2.
         console.print(f"[bold]EduGate demo[/]: starting broker, store, simulators, ingest and gateway in {wd}")
         try:
             demo.start()
+            for note in demo.notes:
+                console.print(note, markup=False)
             console.print(demo.pages.banner())
             started = time.time()
             answer = demo.push_allowlist_when_online()

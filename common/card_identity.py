@@ -47,6 +47,7 @@ TECHNOLOGIES: dict[str, tuple[Family | None, int | None]] = {
     "wiegand26": (None, 24),  # 24 data bits: the low 24 bits of an EM ID, or 3 bytes of a UID
     "wiegand34": (None, 32),  # 32 data bits
     "keyboard": (None, None),  # a keyboard wedge typing hex or decimal
+    "station": (None, None),  # a library self-check station's card reader (CARD <hex>)
     "printed24": ("prox", 24),  # the 'FFF,NNNNN' number printed on 125 kHz cards (facility, card number)
     "printed32": ("prox", 32),  # the ten-digit number printed on 125 kHz cards
 }
@@ -201,6 +202,8 @@ def _technologies(dev: Any) -> list[str]:
         return [f"wiegand{n}" for n in getattr(dev, "formats", (26, 34))]
     if driver == "wedge":
         return ["barcode"] if getattr(dev, "format", "hex") == "text" else ["keyboard"]
+    if driver == "library-selfcheck":
+        return ["station"]
     return []
 
 
@@ -220,6 +223,8 @@ def check_readers(rule: CardIdentityRule | None, devices: Sequence[Any]) -> list
             if tech in AS_READ_TECHNOLOGIES:
                 continue
             prof = profile(tech, reader)
+            if tech == "keyboard" and prof.bits is None and getattr(dev, "uid_bytes", None):
+                prof = Profile(prof.family, 8 * dev.uid_bytes, prof.byte_order)  # a decimal wedge's fixed width
             if prof.family is None:
                 problems.append(f"{where}: say which cards this {dev.driver} reader reads: card_identity: "
                                 "{family: prox} (125 kHz, EM4100) or {family: nfc} (13.56 MHz, MIFARE)")

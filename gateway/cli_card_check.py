@@ -52,7 +52,7 @@ def _reader_config(cfg: GatewayConfigBase | None, device: str) -> object:
         raise _fail(f"a read from device {device!r} needs --config (the gateway's config)")
     for dev in cfg.devices:
         if dev.id == device:
-            if not hasattr(dev, "debounce_s"):
+            if "card_identity" not in type(dev).model_fields:
                 raise _fail(f"device {device!r} ({dev.driver}) is not a card reader")
             return dev
     raise _fail(f"no device {device!r} in the config")

@@ -16,6 +16,7 @@ atheris: ``pip install atheris`` (a wheel for CPython 3.11 on x86-64 Linux). Res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -45,7 +46,7 @@ class Recorder:
         start = time.perf_counter()
         try:
             outcome = target.check(data)
-        except Exception as exc:  # noqa: BLE001 - a finding is any exception the parser does not own
+        except Exception as exc:  # a finding: any exception the parser does not own
             self._finding(type(exc).__name__, _place(exc), str(exc)[:200], data)
         else:
             self.data[outcome] += 1
@@ -53,8 +54,16 @@ class Recorder:
         self.data["inputs"] += 1
         if took * 1000 > self.data["slowest_ms"]:
             self.data["slowest_ms"] = round(took * 1000, 3)
-        if took > self.slow_s:
-            self._finding("Slow", f"{took:.2f} s", f"one input took {took:.2f} s (limit {self.slow_s} s)", data)
+        if took > self.slow_s:  # a finding only if it is slow again (not a first import or a model built once)
+            again = time.perf_counter()
+            with contextlib.suppress(Exception):
+                target.check(data)
+            again = time.perf_counter() - again
+            if again > self.slow_s:
+                self._finding("Slow", f"{len(data)} bytes", f"one input took {took:.2f} s, again {again:.2f} s "
+                              f"(limit {self.slow_s} s)", data)
+            else:
+                self.data["slow_once"] = self.data.get("slow_once", 0) + 1
         now = time.monotonic()
         if now - self._flushed > 1:
             self.flush()
@@ -85,12 +94,18 @@ def _place(exc: BaseException) -> str:
 
 
 def child(name: str, engine: str, seconds: float, out: Path, slow_s: float) -> None:
-    from tests.fuzz.targets import inputs, targets
+    instrumented: Any = contextlib.nullcontext()
+    if engine == "atheris":  # coverage feedback from EduGate's code and the parsing libraries it uses
+        import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    target = targets()[name]
-    recorder = Recorder(name, engine, out / f"{name}.json", slow_s)
-    for seed in target.seeds:  # also loads the parser's modules before instrumenting them
-        recorder.run(target, seed)
+        instrumented = atheris.instrument_imports(include=["edugate", "pynmea2", "yaml"])
+    with instrumented:
+        from tests.fuzz.targets import inputs, targets
+
+        target = targets()[name]
+        recorder = Recorder(name, engine, out / f"{name}.json", slow_s)
+        for seed in target.seeds:  # the parser's modules are imported here (lazily), so instrumented
+            recorder.run(target, seed)
     if engine == "atheris":
         _atheris(target, recorder, seconds, out)
     else:
@@ -99,13 +114,12 @@ def child(name: str, engine: str, seconds: float, out: Path, slow_s: float) -> N
 
 
 def _atheris(target: Any, recorder: Recorder, seconds: float, out: Path) -> None:
-    import atheris
+    import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     corpus = out / "corpus" / target.name
     corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(target.seeds):
         (corpus / f"seed-{i}").write_bytes(seed)
-    atheris.instrument_all()
     deadline = time.monotonic() + seconds
 
     def one(data: bytes) -> None:
@@ -125,7 +139,7 @@ def _hypothesis(target: Any, recorder: Recorder, seconds: float, inputs: Any) ->
 
     deadline = time.monotonic() + seconds
 
-    @settings(max_examples=5000, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(inputs(target))
     def batch(data: bytes) -> None:
@@ -192,10 +206,11 @@ def main() -> int:
 
 
 def report(names: list[str], exits: dict[str, int], out: Path, engine: str) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         path = out / f"{name}.json"
-        data = json.loads(path.read_text()) if path.exists() else {"parser": name, "inputs": 0, "findings": 0}
+        data: dict[str, Any] = (json.loads(path.read_text()) if path.exists()
+                                else {"parser": name, "inputs": 0, "findings": 0})
         if exits.get(name, 0) != 0:  # libFuzzer stopped the process: a hang (timeout) or out of memory
             data["findings"] = data.get("findings", 0) + 1
             data.setdefault("examples", []).append({"kind": "ProcessExit", "where": f"exit {exits[name]}",

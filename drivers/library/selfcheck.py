@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edugate.common.card_identity import CardIdentityError, ReaderIdentity
 from edugate.contract.records import Emit, Event, Rejected
 from edugate.drivers.base import Backoff
 from edugate.drivers.library.patrons import PatronMap
@@ -77,6 +78,9 @@ class SelfCheckConfig(StationConfig):
                                        "that matches it is a library card (patron barcode), anything else an "
                                        "item, e.g. '^P\\d{5}$'.")
     scanner: ScannerConfig | None = Field(None, description="A keyboard-wedge barcode scanner at the station.")
+    card_identity: ReaderIdentity | None = Field(None, description="What the station's card reader reports, for "
+                                                 "the school's card identity rule (privacy.card_identity): family, "
+                                                 "bits, byte_order (docs/drivers/cards.md).")
     location: str = Field("library", min_length=1, max_length=64, description="Current location sent with "
                           "returns (SIP2 field AP).")
     session_timeout_s: float = Field(60.0, ge=5, le=3600, description="A session with no activity for this long "
@@ -159,7 +163,13 @@ class SelfCheckDriver(StationDriver[SelfCheckConfig]):
 
     async def card(self, uid: bytes, emit: Emit) -> None:
         """A student card: pseudonym at once, then the library's patron barcode from the local mapping."""
-        pseudonym = self.ctx.pseudonymize(uid)
+        try:  # the card's number under the school's rule, then the pseudonym
+            pseudonym = self.ctx.card_pseudonym(uid, "station", self.config.card_identity)
+        except CardIdentityError as exc:
+            del uid
+            self._problem("unmapped_card", f"card read not mapped under the card identity rule: {exc}")
+            self.show("This card cannot be read here: please see the librarian")
+            return
         del uid
         patron = self.patrons.lookup(pseudonym)
         if patron is None:

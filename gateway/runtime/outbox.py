@@ -23,7 +23,8 @@ message that carried it.
   pages in use stay under 7/8 of it, the WAL is checkpointed and truncated
   once it passes the rest (``wal_limit``), and the database file, which never
   shrinks, only grows when no freed page is left, so it stays near the pages
-  in use. Nothing is held in memory per queued record.
+  in use. (The WAL is truncated past half ``wal_limit``, so that one more
+  transaction, a thinning chunk included, still fits under it.) Nothing is held in memory per queued record.
 * Over the budget, old telemetry becomes coarser evenly across the whole
   backlog, never a hole (:class:`_ThinPass`): a pass walks every reading but
   the newest tenth and keeps, per device, one reading per ``spacing``: twice
@@ -47,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -66,10 +68,11 @@ DATA_SHARE = 7 / 8  # the pages in use stay under this share of the budget; the 
 MIN_WAL_LIMIT = 64 * 1024  # the WAL is truncated once it passes max(budget/8, this), at most MAX_WAL_LIMIT
 MAX_WAL_LIMIT = 16 * 1024 * 1024
 THIN_CHUNK = 2000  # telemetry rows one commit thins at most (a pass over a large backlog spans many commits),
-# and no more than rewrite half the WAL limit: a chunk's rows are written again, and the WAL holds them
+# and no more than a quarter of the WAL limit's worth: a chunk's rows are deleted and written again
 FRESH_SHARE = 0.1  # the newest tenth of the telemetry backlog is left at full resolution by a pass ...
 FRESH_MIN = 64  # ... and at least this many readings (but never more than half)
-PASS_SAMPLE = 512  # rows sampled to find each device's share of the backlog when a pass starts
+PASS_SAMPLE = 1024  # rows sampled to find each device's share of the backlog when a pass starts ...
+PASS_RUN = 32  # ... in runs of this many consecutive rows
 OVER_BUDGET_EVENT = "outbox_over_budget"
 OVER_BUDGET_EVENT_EVERY_S = 600.0  # while over budget, one event at the start, then at most one per 10 min
 THIN_LOG_EVERY_S = 60.0  # one summary log line per minute while thinning
@@ -420,10 +423,10 @@ class Outbox:
         return total
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Truncate the WAL once it passed ``wal_limit`` (a reader in the middle of a fetch: next time)."""
+        """Truncate the WAL once it passed half ``wal_limit`` (a reader in the middle of a fetch: next time)."""
         wal = self.path.parent / (self.path.name + "-wal")
         with contextlib.suppress(OSError):
-            if wal.stat().st_size > self.wal_limit:
+            if wal.stat().st_size > self.wal_limit // 2:  # so that the next transaction still fits
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self.stats.disk_bytes = self._disk_bytes()
 
@@ -489,13 +492,13 @@ class Outbox:
     def _enforce_budget(self, conn: sqlite3.Connection,
                         telemetry_left: int) -> tuple[int, int, dict[str, Any] | None]:
         """Inside the commit's transaction: go on with (or start) thinning while the pages in use are over
-        the target, at most ``THIN_CHUNK`` rows (or half the WAL limit's worth) this time. Returns (rows
+        the target, at most ``THIN_CHUNK`` rows (or a quarter of the WAL limit's worth) this time. Returns (rows
         thinned, bytes in use, the figures for ``on_over_budget`` if a notice is due)."""
         used = self._used_bytes(conn)
         thinned = 0
         rows_done = 0
         row_bytes = max(64, used // max(1, telemetry_left + self.stats.records["event"]))
-        chunk = max(32, min(THIN_CHUNK, self.wal_limit // 2 // row_bytes))
+        chunk = max(32, min(THIN_CHUNK, self.wal_limit // 4 // row_bytes))  # rows are deleted and written again
         while rows_done < chunk and (self._pass is not None or used > self.data_target):
             if self._pass is None:
                 self._pass = self._start_pass(conn, telemetry_left - thinned)
@@ -534,7 +537,7 @@ class Outbox:
         """A pass over all telemetry but the newest tenth: per device, twice its average spacing there (and
         never finer than the previous pass left it), so the pass at least halves what it walks, evenly.
 
-        The average comes from a sample of ``PASS_SAMPLE`` rows spread evenly over the range (index lookups,
+        The average comes from a sample of ``PASS_SAMPLE`` rows, in runs from random places in the range (index lookups,
         not a scan: starting a pass costs milliseconds, whatever the backlog): a device's share of the sample
         times the rows in the range is its count, the range's first and last timestamps its span."""
         fresh = min(max(int(telemetry_rows * FRESH_SHARE), FRESH_MIN), telemetry_rows // 2)
@@ -548,21 +551,26 @@ class Outbox:
         shares: dict[str, int] = {}
         seen: set[int] = set()
         samples = min(PASS_SAMPLE, rows_in_range)
-        for k in range(samples):
-            at = first[0] + (end - first[0]) * k // max(1, samples - 1)
-            hit = conn.execute("SELECT seq, payload FROM telemetry WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT 1",
-                               (at, end)).fetchone()
-            if hit is None or hit[0] in seen:
-                continue
-            seen.add(hit[0])
-            device = _device(hit[1])
-            if device is not None and device != GATEWAY_DEVICE:
-                shares[device] = shares.get(device, 0) + 1
+        # runs of rows from random positions: evenly spaced positions alias with devices polled in turn, and
+        # single rows after a random seq favour the row after the widest gap (the first device of each round)
+        rng = random.Random(end)
+        for _ in range(max(1, samples // PASS_RUN)):
+            at = rng.randint(first[0], end)
+            for seq, payload in conn.execute("SELECT seq, payload FROM telemetry WHERE seq >= ? AND seq <= ? "
+                                             "ORDER BY seq LIMIT ?", (at, end, PASS_RUN)):
+                if seq in seen:
+                    continue
+                seen.add(seq)
+                device = _device(payload)
+                if device is not None and device != GATEWAY_DEVICE:
+                    shares[device] = shares.get(device, 0) + 1
         spacing: dict[str, int] = {}
         for device, share in shares.items():
             count = rows_in_range * share / len(seen)
             if count >= 2 and span > 0:
-                spacing[device] = max(int(2 * span / (count - 1)), self._spacing.get(device, 0), 1)
+                previous = self._spacing.get(device, 0)
+                estimate = int(2 * span / (count - 1))
+                spacing[device] = max(min(estimate, 4 * previous) if previous else estimate, previous, 1)
         if not spacing:
             return None
         self.stats.thin_passes += 1

@@ -76,6 +76,7 @@ class Uplink:
         self.broker_config = cfg.uplink.broker_config(f"edugate-{cfg.school}-{cfg.gateway}")
         self.failover = Failover(self.broker_config)
         self.backoff = Backoff(self.broker_config.reconnect)
+        self._short_lived = 0  # connections in a row the broker closed within 2 s (issue 18: ACL refusals)
 
     # ------------------------------------------------------------------ connection loop
 
@@ -126,6 +127,14 @@ class Uplink:
         if was:
             self.stats.disconnects += 1
             log.warning("uplink lost the broker (%s); records stay in the outbox, reconnecting", why)
+            tls = self.broker_config.tls
+            short = time.time() - (self.stats.connected_since or 0) < 2
+            self._short_lived = self._short_lived + 1 if short else 0
+            if self._short_lived in (3, 100) and tls is not None and tls.cert_file is not None:
+                log.error("the broker keeps closing the connection right after accepting it: it refuses what this "
+                          "gateway publishes (ACL). Is %s the certificate provisioned for %s/%s? A certificate "
+                          "may publish only under its own edu/v1/<school>/<gateway>/ (docs/security.md)",
+                          tls.cert_file, self.cfg.school, self.cfg.gateway)
         elif self.stats.connects == 0 and before != why:
             log.warning("uplink cannot reach the broker %s: %s", self.broker, why)
 

@@ -42,8 +42,17 @@ def _entry_points() -> dict[str, EntryPoint]:
 @cache
 def _load(name: str) -> type[Service] | str:
     """The service class, or why it cannot be used (a broken service must not take the others down)."""
+    ep = _entry_points()[name]
     try:
-        cls = _entry_points()[name].load()
+        cls = ep.load()
+    except ModuleNotFoundError as exc:
+        if ep.extras:  # an optional service whose extra is not installed: expected on a small gateway, not a fault
+            reason = f"needs the {','.join(ep.extras)} extra (pip install 'edugate[{','.join(ep.extras)}]'): {exc}"
+            log.info("service %r is not available: %s", name, reason)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("service %r cannot be loaded: %s", name, reason)
+        return reason
     except Exception as exc:  # an ImportError, or a bug at import time: either way only this one is lost
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("service %r cannot be loaded: %s", name, reason)

@@ -4,6 +4,7 @@ key, readers checked against the rule in the config, and ``edugate card-check``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -150,7 +151,15 @@ def test_the_config_checks_every_reader_against_the_rule() -> None:
            "card_identity": {"family": "prox"}}
     assert "set uid_bytes" in problems("{version: 1, prox_bits: 32}", [dec])
     parse("{version: 1, prox_bits: 32}", [dec | {"uid_bytes": 4}])
+    assert "a keyboard reader reports only 32 bits of a 125 kHz card; the school's rule keeps 40" in problems(
+        "{version: 1}", [dec | {"uid_bytes": 4}])
     parse("{version: 1}", [{"id": "scan", "driver": "wedge", "device_path": "/dev/input/s", "format": "text"}])
+    station = {"id": "selfcheck", "driver": "library-selfcheck", "port": "/dev/ttyS1", "patrons_file": "/tmp/p.csv",
+               "sip2": {"host": "127.0.0.1", "port": 6001, "institution_id": "lib", "login_user": "u",
+                        "login_password_file": "/tmp/pw"}}
+    assert "devices[0] (selfcheck): say which cards this library-selfcheck reader reads" in problems(
+        "{version: 1}", [station])
+    parse("{version: 1}", [station | {"card_identity": {"family": "nfc"}}])
     text = problems("null", [W | {"card_identity": {"family": "prox"}}])
     assert "card_identity has no effect without the school's rule" in text
     assert "replaces (2) must be an older version than version (2)" in problems("{version: 2, replaces: 2}", [])
@@ -292,3 +301,41 @@ def test_reidentification_maps_the_roster_under_the_recorded_rule(tmp_path: Path
     assert refused.returncode == 2
     assert f"{roster}:2: under the school's card identity rule (version 1: prox_bits=24" in refused.stderr
     assert not any(form in refused.stderr for form in spellings(EM))
+
+
+async def test_a_read_the_rule_cannot_map_is_counted_and_signalled_and_the_next_tap_works(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wedge set up to type only the low 16 bits of a 125 kHz card, under a rule that keeps 24."""
+    from edugate.drivers.base import DriverContext
+    from edugate.drivers.wedge.driver import WedgeDriver
+    from edugate.simulators.wedge import FakeKeyboard
+    from tests.drivers.fakes import FakeEmit
+
+    cfg = wedge("hex", role="door", card_identity=PROX, backoff_max_s=0.05)
+    keyboard = FakeKeyboard("/dev/input/w")
+    driver = WedgeDriver(cfg, source_factory=keyboard.open)
+    school = Pseudonymizer(load_or_create_key(tmp_path / "school.key"), rule(prox=24))
+    driver.ctx = DriverContext(pseudonymize=school, card_rule=school.rule)
+    signals: list[str] = []
+
+    async def signal(outcome: str) -> None:
+        signals.append(outcome)
+
+    driver.signal = signal  # type: ignore[method-assign,assignment]  # the wedge has no LED: watch the outcome
+    emit = FakeEmit()
+    task = asyncio.create_task(driver.run(emit))
+    try:
+        await keyboard.wait_open()
+        keyboard.type(EM[-2:].hex())  # 16 bits: not enough for the rule
+        keyboard.type(EM.hex())  # the whole EM ID: fine
+        tap = await emit.next()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await driver.close()
+    assert tap.data["card"] == school(EM[-3:]) and len(emit.taps()) == 1
+    assert signals == ["error", "accepted"]
+    assert driver.health.counters["unmapped_reads"] == driver.health.counters["unmapped_reads.too_narrow"] == 1
+    assert "a keyboard reader reports 16 bits of a 125 kHz card; the school's rule keeps 24" in caplog.text
+    assert not any(form in caplog.text + str(driver.health.as_dict()) for form in spellings(EM) | {EM[-2:].hex()})

@@ -15,9 +15,10 @@ from typing import Any
 
 import aiomqtt
 import pytest
+import yaml
 
 from edugate.common.mqtt import BrokerConfig, aiomqtt_client, paho_client
-from tests.helpers import wait_for
+from tests.helpers import GatewayProcess, outbox_state, wait_for
 from tests.pki import Identity, ProvisionedBroker, provisioned_broker, stray_identity
 
 A, B = "s1/gw-a", "s2/gw-b"
@@ -112,6 +113,16 @@ def test_a_gateway_publishes_only_under_its_own_prefix(fleet: ProvisionedBroker,
     assert ingest.messages == [(f"{A_PREFIX}/telemetry", b"a-1"), (f"{A_PREFIX}/telemetry", b"a-2")]
 
 
+def test_ingest_reads_through_a_shared_subscription(fleet: ProvisionedBroker, clients: list[Client]) -> None:
+    """Several ingest workers share the load with $share/<group>/...: the ACL applies to the topic inside."""
+    ingest = start(clients, fleet, "ingest-1")
+    ingest.subscribe("$share/edugate-ingest/edu/v1/+/+/telemetry")
+    b = start(clients, fleet, B, "3.1.1")
+    assert b.publish(f"{B_PREFIX}/telemetry", b"b-1") == "Success"
+    wait_for(lambda: ingest.messages, 10, "B's telemetry through the shared subscription")
+    assert ingest.messages == [(f"{B_PREFIX}/telemetry", b"b-1")]
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_a_gateway_cannot_read_another_gateways_commands(fleet: ProvisionedBroker, clients: list[Client],
                                                          protocol: str) -> None:
@@ -187,3 +198,41 @@ def test_certificates_the_broker_refuses(fleet: ProvisionedBroker, tmp_path: Pat
 def _cert_key(fleet: ProvisionedBroker, who: str) -> tuple[Path, Path]:
     identity = fleet.identity(who)
     return identity.cert, identity.key
+
+
+def _gateway_config(fleet: ProvisionedBroker, who: str, school: str, gateway: str) -> dict[str, Any]:
+    """The bundle's edugate.yaml skeleton, as IT staff would finish it: the files where the bundle is (on an SD
+    card they are in /etc/edugate), a device added; ``school``/``gateway`` as given (a wrong pair: see below)."""
+    bundle = fleet.gateways[who]
+    cfg = yaml.safe_load(bundle.config.read_text())
+    cfg["uplink"]["tls"] = {"ca_file": str(bundle.folder / "ca.pem"), "cert_file": str(bundle.cert),
+                            "key_file": str(bundle.key)}
+    cfg |= {"school": school, "gateway": gateway,
+            "devices": [{"id": "door", "driver": "synthetic", "interval_s": 0.05, "values": 0, "event_every": 1}]}
+    return cfg
+
+
+def test_a_provisioned_gateway_runs_from_its_bundle_and_a_misconfigured_one_reaches_nobody(
+        fleet: ProvisionedBroker, clients: list[Client], tmp_path: Path) -> None:
+    ingest = start(clients, fleet, "ingest-1")
+    assert ingest.subscribe("edu/v1/+/+/event") == ["Granted QoS 1"]
+    assert ingest.subscribe("edu/v1/+/+/state") == ["Granted QoS 1"]
+    # B's card with A's certificate (or A taken over and told to speak for B): the broker drops all it sends
+    wrong = GatewayProcess(tmp_path / "wrong", _gateway_config(fleet, A, "s2", "gw-b")).start()
+    good = GatewayProcess(tmp_path / "good", _gateway_config(fleet, A, "s1", "gw-a")).start()
+    try:
+        wait_for(lambda: sum(t == f"{A_PREFIX}/event" for t, _ in ingest.messages) >= 3, 30,
+                 "events of the provisioned gateway")
+        assert any(t == f"{A_PREFIX}/state" and b'"online"' in p for t, p in ingest.messages)
+        wait_for(lambda: outbox_state(wrong.outbox_path)[0] >= 3, 30, "the misconfigured gateway's records")
+        wait_for(lambda: "refuses what this gateway publishes" in wrong.log(), 30, "the refusal in A's log")
+    finally:
+        assert good.stop() == 0
+        assert wrong.stop() == 0
+    assert not [t for t, _ in ingest.messages if t.startswith(B_PREFIX)]
+    # the misconfigured gateway sees the refusal (the broker closes the connection at its first publish), says
+    # so clearly, and keeps its records for when it is fixed
+    assert "it refuses what this gateway publishes (ACL)" in wrong.log()
+    assert "the certificate provisioned for s2/gw-b?" in wrong.log()
+    next_seq, queued = outbox_state(wrong.outbox_path)
+    assert len(queued) == next_seq - 1  # not one record was taken for delivered

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,8 @@ def _em4100(data: bytes) -> None:
     _said(*details)
     # privacy: a problem says lengths and positions, never the card's characters
     for detail in details:
-        for i in range(len(data) - 7):
-            chunk = data[i:i + 8]
-            if all(chr(c) in "0123456789ABCDEFabcdef" for c in chunk) and chunk.decode() in detail:
+        for run in re.findall(r"[0-9A-Fa-f]{8,}", detail):
+            if run[:8].encode() in data:
                 raise Unclear(f"em4100: a bad-frame message shows card characters: {detail!r}")
 
 
@@ -161,7 +161,7 @@ def _pn532(data: bytes) -> None:
         except errors as exc:
             _said(exc)
             continue
-        _each(errors, lambda f=frame: parse_firmware(f.params), lambda f=frame: parse_target_list(f.params))
+        _each(errors, partial(parse_firmware, frame.params), partial(parse_target_list, frame.params))
 
 
 def _pn532_seeds() -> list[bytes]:
@@ -221,7 +221,7 @@ def _nmea(data: bytes) -> None:
         if isinstance(item, BadSentence):
             _said(item)
         else:  # update's clear error is ValueError (the driver counts it as a parse_error)
-            _each((ValueError,), lambda i=item: state.update(i, 1.0))
+            _each((ValueError,), partial(state.update, item, 1.0))
     state.values()
 
 
@@ -257,7 +257,7 @@ def _pjlink(data: bytes) -> None:
             for param_parser in (codec.parse_power, codec.parse_input, codec.parse_mute, codec.parse_errors,
                                  codec.parse_lamps):
                 try:
-                    param_parser(response.param)  # type: ignore[operator]
+                    param_parser(response.param)
                 except codec.PJLinkProtocolError as exc:
                     failures.append(exc)
             try:

@@ -32,7 +32,7 @@ FAMILIES = {
 @asynccontextmanager
 async def running(link: Path, profile: str, **options: object) -> AsyncIterator[tuple[DisplaySerialDriver, FakeEmit]]:
     cfg = DisplaySerialConfig.model_validate({"id": "room104-panel", "driver": "display-serial", "port": str(link),
-                                              "profile": profile, "poll_s": 1, "reply_timeout_s": 0.3,
+                                              "profile": profile, "poll_s": 1, "reply_timeout_s": 1,
                                               "reopen_max_s": 0.2, **options})
     driver, emit = DisplaySerialDriver(cfg), FakeEmit()
     task = asyncio.create_task(driver.run(emit))
@@ -101,8 +101,8 @@ async def test_a_silent_device_and_an_unplugged_adapter(tmp_path: Path, caplog: 
             running(device.link, "benq-projector") as (driver, emit):
         await until(lambda: emit.readings, "a reading")
         device.silent = True
-        await until(lambda: driver.health.state is DeviceState.OFFLINE, "offline when it does not answer")
-        assert "no reply within 0.3 s" in (driver.health.last_error or "")
+        await until(lambda: driver.health.state is DeviceState.OFFLINE, "offline when it does not answer", within_s=10)
+        assert "no reply within 1 s" in (driver.health.last_error or "")
         with pytest.raises(CommandError, match="is not reachable"):
             await driver.command("power", {"value": "on"})
         device.silent = False

@@ -23,7 +23,7 @@ from tests.drivers.fakes import FakeEmit, until
 async def running(port: int, tmp_path: Path, password: str | None = None,
                   **options: object) -> AsyncIterator[tuple[PJLinkDriver, FakeEmit]]:
     cfg: dict[str, object] = {"id": "proj-101", "driver": "pjlink", "room": "room-101", "host": "127.0.0.1",
-                              "port": port, "poll_s": 1, "timeout_s": 0.5, "retry_max_s": 1, **options}
+                              "port": port, "poll_s": 1, "timeout_s": 1, "retry_max_s": 1, **options}
     if password is not None:
         (tmp_path / "pjlink.pass").write_text(password + "\n")
         cfg["password_file"] = str(tmp_path / "pjlink.pass")
@@ -138,7 +138,7 @@ async def test_a_mute_device_times_out(tmp_path: Path) -> None:
     async with PJLinkSimulator() as sim, running(sim.port, tmp_path) as (driver, emit):
         sim.silent = True
         await until(lambda: driver.health.state is DeviceState.OFFLINE, "the silent device offline")
-        assert "no answer (no greeting within 0.5 s)" in (driver.health.last_error or "")
+        assert "no answer (no greeting within 1 s)" in (driver.health.last_error or "")
         sim.silent = False
         await until(lambda: emit.readings, "readings once it answers", within_s=6)
 

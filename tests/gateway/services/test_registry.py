@@ -6,6 +6,7 @@ modules in a folder put on ``sys.path``, found by ``importlib.metadata`` as pip'
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +28,11 @@ from edugate.gateway.services.attendance import Attendance
 from edugate.gateway.services.base import Service, ServiceSetup
 from edugate.gateway.services.bus import BusRoute
 from edugate.gateway.services.library import LibraryService
+from edugate.gateway.services.models import ModelsConfig, ModelStage
 from edugate.gateway.services.sessions import SessionsConfig, SessionsService
 
 BUILT_IN = {"access": AccessControl, "attendance": Attendance, "alerts": AlertsService, "bus": BusRoute,
-            "library": LibraryService, "sessions": SessionsService, "assets": AssetsService}
+            "library": LibraryService, "sessions": SessionsService, "assets": AssetsService, "models": ModelStage}
 
 THIRD_PARTY = '''
     """A service from another package: counts the CO2 readings above its config's limit."""
@@ -95,7 +97,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: edugate-extras\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         "[edugate.services]\nco2 = edugate_extras_co2:Co2Alerts\nbroken = edugate_extras_broken:Broken\n"
-        "notaservice = edugate_extras_co2:Co2Config\n")
+        "notaservice = edugate_extras_co2:Co2Config\noptional = edugate_extras_broken:Broken [gpu]\n")
     (site / "edugate_extras_co2.py").write_text(textwrap.dedent(THIRD_PARTY))
     (site / "edugate_extras_broken.py").write_text("import edugate_no_such_library  # noqa: F401\n")
     monkeypatch.syspath_prepend(str(site))
@@ -110,21 +112,23 @@ def _forget() -> None:
     gateway_config.gateway_config_model.cache_clear()
 
 
-def test_the_four_school_services_are_registered_in_pipeline_order() -> None:
-    assert registry.service_names() == ["access", "alerts", "assets", "attendance", "bus", "library", "sessions"]
+def test_the_school_services_are_registered_in_pipeline_order() -> None:
+    assert registry.service_names() == ["access", "alerts", "assets", "attendance", "bus", "library", "models",
+                                        "sessions"]
     assert registry.service_classes() == BUILT_IN
-    assert list(registry.service_classes()) == ["access", "attendance", "alerts", "bus", "library", "sessions",
-                                                "assets"]
+    assert list(registry.service_classes()) == ["models", "access", "attendance", "alerts", "bus", "library",
+                                                "sessions", "assets"]
     assert registry.broken_services() == {}
     assert {key: s.model for key, s in registry.config_sections().items()} == {
         "access": AccessConfig, "timetable": Attendance.section.model, "alerts": AlertsConfig,
-        "bus": BusRoute.section.model, "sessions": SessionsConfig, "assets": AssetsConfig}
+        "bus": BusRoute.section.model, "sessions": SessionsConfig, "assets": AssetsConfig,
+        "models": ModelsConfig}
 
 
 def test_an_unknown_service_is_named_with_the_known_ones() -> None:
-    with pytest.raises(KeyError, match=r"unknown service 'models' \(known: access, attendance, alerts, bus, library, "
-                                       r"sessions, assets\)"):
-        registry.service_class("models")
+    with pytest.raises(KeyError, match=r"unknown service 'camera' \(known: models, access, attendance, alerts, bus, "
+                                       r"library, sessions, assets\)"):
+        registry.service_class("camera")
 
 
 def test_the_config_builds_only_the_services_it_asks_for(tmp_path: Path) -> None:
@@ -162,8 +166,8 @@ async def test_a_service_sees_only_the_records_it_observes(tmp_path: Path) -> No
 
 def test_a_third_party_service_is_picked_up_and_its_section_validated(installed: Path) -> None:
     classes = registry.service_classes()
-    # by order (10, 20, 30, 30, 40, 50, 50, 60), then name
-    assert list(classes) == ["access", "attendance", "alerts", "bus", "library", "co2", "sessions", "assets"]
+    # by order (5, 10, 20, 30, 30, 40, 50, 50, 60), then name
+    assert list(classes) == ["models", "access", "attendance", "alerts", "bus", "library", "co2", "sessions", "assets"]
     assert "co2_alerts" in json_schema()["properties"]
     text = CONFIG.format(data=installed) + "co2_alerts:\n  limit_ppm: 100\n"
     with pytest.raises(ConfigError) as err:
@@ -181,7 +185,7 @@ def test_a_third_party_service_is_picked_up_and_its_section_validated(installed:
 
 def test_a_service_that_cannot_be_imported_is_reported_and_the_others_work(installed: Path) -> None:
     broken = registry.broken_services()
-    assert set(broken) == {"broken", "notaservice"}
+    assert set(broken) == {"broken", "notaservice", "optional"}
     assert broken["broken"] == "ModuleNotFoundError: No module named 'edugate_no_such_library'"
     assert broken["notaservice"] == "edugate_extras_co2:Co2Config is not a Service subclass"
     with pytest.raises(KeyError, match="service 'broken' is installed but cannot be loaded: ModuleNotFoundError"):
@@ -200,3 +204,15 @@ def test_service_setup_groups_readers_by_role(tmp_path: Path) -> None:
     cfg = parse_config(CONFIG.format(data=tmp_path))
     setup = ServiceSetup.of(None, cfg.devices, cfg.timezone, tmp_path)
     assert setup.readers("door") == {"door-1": None} and setup.readers("bus") == {}
+
+
+def test_an_optional_service_without_its_extra_is_reported_quietly(installed: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A service registered with an extra (``models = ...:ModelStage [ml]``) whose library is not installed is
+    expected on a small gateway: one INFO line naming the extra, not a warning; a plain import failure warns."""
+    with caplog.at_level(logging.INFO, logger="edugate.gateway.services.registry"):
+        broken = registry.broken_services()
+    assert broken["optional"].startswith("needs the gpu extra (pip install 'edugate[gpu]'): No module named")
+    levels = {r.getMessage().split("'")[1]: r.levelno for r in caplog.records if "service '" in r.getMessage()}
+    assert levels["optional"] == logging.INFO
+    assert levels["broken"] == logging.WARNING

@@ -1,0 +1,1 @@
+"""Central's reports for the education department (``edugate report ...``)."""
