@@ -25,11 +25,11 @@ from edugate.contract.state import HEALTH_BOOLEAN_VALUES
 from edugate.drivers.base import DeviceState, Driver, DriverContext
 from edugate.drivers.registry import driver_class
 from edugate.gateway.config import GatewayConfigBase, config_warnings
+from edugate.gateway.runtime import systemd
 from edugate.gateway.runtime.clock import Clock
 from edugate.gateway.runtime.cpu_meter import CpuMeter, process_cpu_seconds
 from edugate.gateway.runtime.outbox import Outbox
 from edugate.gateway.runtime.pipeline import GATEWAY_DEVICE, Pipeline
-from edugate.gateway.runtime import systemd
 from edugate.gateway.runtime.uplink import Uplink
 from edugate.gateway.services.base import Record, Service
 from edugate.gateway.services.registry import build_services
