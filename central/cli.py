@@ -1,5 +1,6 @@
 """Central's commands, one typer app: ``ingest``, ``central`` (pages), ``keygen``/``sign``/``send``, ``events``,
-``library-report``, ``central-check`` and ``central-doctor``. ``edugate.cli.main`` adds them to the ``edugate``
+``library-report``, ``central-check``, ``central-doctor``, and the operations centre's ``api``, ``api-key`` and
+``report``. ``edugate.cli.main`` adds them to the ``edugate``
 command with :func:`register`; ``python -m edugate.central.cli`` runs them alone (a central server without the
 gateway's)."""
 

@@ -37,7 +37,21 @@ def events(
     config: CentralConfigOpt = None,
 ) -> None:
     """Print events from the central event log, newest first, one JSON object per line."""
-    db = db or central_config_or_exit(config).events.db
+    section = central_config_or_exit(config).events if db is None else None
+    if section is not None and section.postgres_dsn:  # the shared event database (docs/central.md, section 7)
+        from edugate.central.eventstore_pg import EventStoreUnavailable, PgEventStore
+
+        try:
+            pg = PgEventStore(section.postgres_dsn)
+            found = pg.query(type_=type_, school=school, gateway=gateway, since_ms=_since_ms(since), limit=limit)
+        except EventStoreUnavailable as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(code=2) from None
+        for event in found:
+            typer.echo(orjson.dumps(event).decode())
+        pg.close()
+        return
+    db = db or (section.db if section is not None else None)
     if db is None:
         raise typer.BadParameter("give the event log: --db FILE, or events.db in --config FILE", param_hint="--db")
     if not db.exists():

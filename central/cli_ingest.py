@@ -10,7 +10,7 @@ import logging
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -115,7 +115,11 @@ def ingest(
         raise typer.BadParameter(str(exc)) from None
 
     setup_logging(level)
-    worker = IngestWorker(ingest_cfg)
+    worker = IngestWorker(ingest_cfg) if section.transport == "mqtt" else _nats_worker(ingest_cfg, section.nats)
+    if cfg.events.postgres_dsn:  # the shared event database instead of the SQLite file (docs/central.md)
+        from edugate.central.eventstore_pg import PgEventStore
+
+        worker.events = PgEventStore(cfg.events.postgres_dsn)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         what = "stopping now" if worker.stopping else "writing what is queued, then disconnecting"
@@ -126,6 +130,15 @@ def ingest(
     signal.signal(signal.SIGINT, on_signal)
     worker.run()
 
+
+
+def _nats_worker(ingest_cfg: Any, nats: Any) -> Any:
+    """``ingest.transport: nats``: a competing consumer of the JetStream stream (central/ingest/nats_worker.py)."""
+    from edugate.central.ingest.nats_worker import NatsIngestWorker, NatsSettings
+
+    return NatsIngestWorker(ingest_cfg, NatsSettings(
+        servers=tuple(nats.servers), stream=nats.stream, durable=nats.durable, replicas=nats.replicas,
+        max_bytes=nats.max_bytes_mb * 1024 * 1024, ack_wait_s=nats.ack_wait_s))
 
 if __name__ == "__main__":
     typer.run(ingest)

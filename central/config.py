@@ -87,6 +87,20 @@ class StoreSection(StrictModel):
         return check_store_url(value)
 
 
+class NatsSection(StrictModel):
+    """The NATS JetStream cluster the workers pull from with ``ingest.transport: nats`` (docs/central.md)."""
+
+    servers: list[str] = Field(["nats://127.0.0.1:4222"], min_length=1, description="nats://host:port of each node.")
+    stream: str = Field("EDUGATE", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The stream gateways' messages "
+                        "are kept in (created by the first worker).")
+    durable: str = Field("edugate-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The durable consumer "
+                         "every worker pulls from (competing consumers).")
+    replicas: int = Field(3, ge=1, le=5, description="Copies of the stream (one per node; 3 for a 3-node cluster).")
+    max_bytes_mb: int = Field(1024, ge=1, description="The stream's disk budget on each node (MiB).")
+    ack_wait_s: float = Field(30.0, gt=0, description="A message a worker took and did not acknowledge goes to "
+                              "another worker after this.")
+
+
 class IngestSection(StrictModel):
     """One ingest worker (``edugate ingest``); run several with distinct client ids and the same group."""
 
@@ -102,6 +116,9 @@ class IngestSection(StrictModel):
     stats_file: Path | None = Field(None, description="Write counters and the fleet table here (JSON).")
     stats_interval_s: float = Field(1.0, ge=0.01, description="Seconds between two writes of stats_file.")
     summary_interval_s: float = Field(10.0, ge=0, description="Seconds between INFO summaries (0: none).")
+    transport: Literal["mqtt", "nats"] = Field("mqtt", description="'mqtt': subscribe at the broker (Mosquitto); "
+                                               "'nats': pull from a NATS JetStream stream (see nats).")
+    nats: NatsSection = Field(default_factory=NatsSection)
 
     @field_validator("group")
     @classmethod
@@ -116,6 +133,8 @@ class EventsSection(StrictModel):
 
     db: Path | None = Field(None, description="SQLite file the ingest workers also write every event to "
                             "(none: events go to the time-series store only).")
+    postgres_dsn: str | None = Field(None, description="PostgreSQL instead of the SQLite file "
+                                     "(postgresql://user@host:port/db; password in ~/.pgpass): for several workers.")
 
 
 class PagesSection(StrictModel):

@@ -16,11 +16,13 @@ from edugate.central.cli import register as register_central
 from edugate.cli.sim import app as sim_app
 from edugate.common.provisioning_cli import app as provision_app
 from edugate.common.yamlconfig import exit_with_problems
+from edugate.firmware_bridge.update.cli import app as kit_app
 from edugate.gateway.cli_card_check import card_check
 from edugate.gateway.cli_privacy import pseudonym
 from edugate.gateway.config import ConfigError, GatewayConfigBase, json_schema, load_config, load_warnings
 from edugate.gateway.doctor.cli import register as register_doctor
 from edugate.gateway.web.cli import register as register_web_users
+from edugate.ml_models.anomaly.cli import app as model_app
 
 app = typer.Typer(
     name="edugate",
@@ -134,6 +136,9 @@ register_central(app)
 # the device simulators (edugate sim NAME ...)
 app.add_typer(sim_app, name="sim")
 app.add_typer(provision_app, name="provision")  # identities for mTLS, the broker's TLS listener and ACL (issue 18)
+app.add_typer(kit_app, name="kit", help="Lab kits' firmware: sign an image (central), check it as a gateway "
+              "would (docs/firmware-bridge.md).")  # issue 17
+app.add_typer(model_app, name="model")  # a school's own anomaly models (issue 14, docs/models.md)
 
 if __name__ == "__main__":
     app()

@@ -81,17 +81,18 @@ def node_config(node: NatsNode, peers: list[NatsNode], *, mqtt_replicas: int) ->
     """The nats-server config of one node (JetStream, cluster routes, MQTT listener)."""
     routes = ", ".join(f'"nats-route://{p.host}:{p.cluster_port}"' for p in peers if p is not node)
     store = str(node.workdir / "js")
+    cluster = f"""cluster {{
+  name: {CLUSTER_NAME}
+  listen: {node.host}:{node.cluster_port}
+  routes: [{routes}]
+}}
+""" if routes else ""  # one node alone: no cluster block
     return f"""# written by edugate.simulators.nats_cluster (see config/nats/node.conf)
 server_name: {node.name}
 listen: {node.host}:{node.client_port}
 http: {node.host}:{node.http_port}
 jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 4GB }}
-cluster {{
-  name: {CLUSTER_NAME}
-  listen: {node.host}:{node.cluster_port}
-  routes: [{routes}]
-}}
-mqtt {{
+{cluster}mqtt {{
   listen: {node.host}:{node.mqtt_port}
   # the MQTT layer's own streams ($MQTT_sess, $MQTT_msgs, $MQTT_rmsgs) replicated like ours
   stream_replicas: {mqtt_replicas}
@@ -133,7 +134,10 @@ class NatsCluster:
         with node.log_path.open("ab") as log:
             node.proc = subprocess.Popen([self.binary, "-c", str(node.config_path)], stdout=log,
                                          stderr=subprocess.STDOUT, cwd=node.workdir, start_new_session=True)
-        wait_for_port(node.host, node.client_port, proc=node.proc)
+        try:
+            wait_for_port(node.host, node.client_port, proc=node.proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"nats-server {node.name}: {exc}: {node.log_path.read_text()[-2000:]}") from None
         if wait:
             self.wait_healthy(node, timeout)
         return node

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 VERSION = "1.0.0"
 MAX_PAGE = 1000
 COLUMNS = ["indicator", "unit", "level", "area", "district", "period", "from", "to", "complete", "value", "status"]
-IndicatorName = Literal[tuple(i.name for i in CATALOGUE)]  # type: ignore[valid-type]
+INDICATOR_PATTERN = "^(" + "|".join(i.name for i in CATALOGUE) + ")$"
 
 
 HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your consumer's key "
@@ -126,6 +126,7 @@ class Sources:
     events_db: Path | None
     timezone: str
     settings: ApiSection
+    events_dsn: str | None = None  # central.yaml events.postgres_dsn: the shared event database instead
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     _cache: dict[str, tuple[float, dict[str, Figures]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -137,7 +138,7 @@ class Sources:
             cached = self._cache.get(period.name)
             if cached is None or time.monotonic() - cached[0] > self.settings.cache_s:
                 schools = school_figures(self.store_url, self.events_db, period, now,
-                                         self.settings.health_interval_s)
+                                         self.settings.health_interval_s, self.events_dsn)
                 self._cache[period.name] = cached = (time.monotonic(), schools)
                 if len(self._cache) > 256:
                     self._cache.pop(next(iter(self._cache)))
@@ -195,13 +196,15 @@ def build_api(sources: Sources, keys_file: Path) -> FastAPI:
         **ERRORS,
         200: {"content": {"text/csv": {"schema": {"type": "string"}}},
               "description": "The page's rows (JSON), or with format=csv the rows as CSV with a header."},
-        400: {"model": Problem, "description": "A period that does not exist or has not begun."},
+        404: {"model": Problem, "description": "No such period: it does not exist (2026-02-30, a week 53 in a "
+              "year of 52), is before 2000 or has not begun."},
         503: {"model": Problem, "description": "The time-series store is not answering."}})
     def figures(
         period: Annotated[str, Query(pattern=PERIOD_PATTERN, description="YYYY-MM-DD, YYYY-Www (ISO week), "
                                      "YYYY-MM or YYYY-H1/H2, in the schools' time zone.")],
         level: Annotated[Literal["city", "district", "school"] | None, Query()] = None,
-        indicator: Annotated[IndicatorName | None, Query()] = None,
+        indicator: Annotated[str | None, Query(pattern=INDICATOR_PATTERN, description="One indicator of "
+                                               "/api/v1/indicators.")] = None,
         district: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
         school: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
         page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
@@ -212,7 +215,7 @@ def build_api(sources: Sources, keys_file: Path) -> FastAPI:
         try:
             items, base = sources.figures(period)
         except PeriodError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
+            return JSONResponse({"detail": str(exc)}, status_code=404)
         except StoreUnavailable as exc:
             log.warning("%s", exc)
             return JSONResponse({"detail": "the time-series store is not answering; try again later"},

@@ -77,6 +77,14 @@ def api(config: CentralConfigOpt = None,
 
     cfg = central_config_or_exit(config)
     setup_logging(getattr(logging, cfg.log_level))
-    app = build_api(Sources(cfg.store.url, cfg.events.db, cfg.pages.timezone, cfg.api), cfg.api.keys_file)
+    app = build_api(Sources(cfg.store.url, cfg.events.db, cfg.pages.timezone, cfg.api, cfg.events.postgres_dsn),
+                    cfg.api.keys_file)
+    try:
+        if not keyfile.load(cfg.api.keys_file):
+            typer.echo(f"{cfg.api.keys_file}: no consumer has a key yet: every request will get 401 until "
+                       "'edugate api-key add NAME' (no restart needed)", err=True)
+    except keyfile.KeyFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_app(app, host or cfg.api.host, port or cfg.api.port, "api"))

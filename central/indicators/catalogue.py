@@ -41,13 +41,16 @@ STORE_QUERIES: dict[str, str] = {
     "devices_online": 'sum by (school) (sum_over_time(edugate_devices_online{{device="_gateway"}}[{w}s]))',
     "devices_offline": 'sum by (school) (sum_over_time(edugate_devices_offline{{device="_gateway"}}[{w}s]))',
 }
-EVENT_COMPONENTS = ("alerts_raised", "alerts_cleared", "clear_minutes_sum")
+EVENT_COMPONENTS = ("alerts_raised", "alerts_cleared", "assets_on_record", "assets_in_use", "power_on_hours",
+                    "lab_sessions")
 """From the event store (``alert`` events); ``clear_minutes`` (a list per school) is kept apart for medians."""
 DERIVED = ("expected_health_records",)
 """gateways x (window / health interval): what a school's gateways would have sent running the whole period."""
 
 _NO_DATA = ("no_data when none of the school's gateways sent anything in the period (no health record, no state); "
             "otherwise a missing series counts as 0 (nothing of the kind was recorded)")
+
+_EVENTS = "0 when the event store holds none for the school; no_data without an event store"
 
 CATALOGUE: tuple[Indicator, ...] = (
     Indicator("attendance_taps", "Attendance taps", "taps", "count",
@@ -68,6 +71,18 @@ CATALOGUE: tuple[Indicator, ...] = (
               "event store: from each alert raised in the period to the next cleared event of the same gateway, "
               "device and rule", "no_data when no alert raised in the period has cleared yet (still raised "
               "alerts are left out, counted in alerts_raised)", False, "clear_minutes"),
+    Indicator("equipment_on_record", "Equipment on digital records", "assets", "count",
+              "event store: distinct assets of the gateways' asset registries (asset events) stamped before the "
+              "period's end", _EVENTS, False, "assets_on_record"),
+    Indicator("equipment_in_use", "Equipment in use", "assets", "count",
+              "event store: distinct assets with power-on time on a day of the period (asset_usage events)",
+              _EVENTS, False, "assets_in_use"),
+    Indicator("equipment_power_on_hours", "Board and projector hours", "hours", "count",
+              "event store: power_on_h of the last asset_usage event of each asset and day of the period",
+              _EVENTS, False, "power_on_hours"),
+    Indicator("lab_sessions", "Lab sessions", "sessions", "count",
+              "event store: distinct experiment sessions started in the period (session events, action started)",
+              _EVENTS, False, "lab_sessions"),
     Indicator("gateway_online_pct", "Gateways online", "%", "percent",
               "store: edugate_gateway_online (state refreshed every health interval while connected)",
               _NO_DATA + "; capped at 100", False, "online_states", "expected_health_records"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import statistics
 import urllib.error
 import urllib.parse
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edugate.central.eventstore import EventStore
-from edugate.central.indicators.catalogue import CATALOGUE, STORE_QUERIES, Indicator
+from edugate.central.indicators.catalogue import CATALOGUE, EVENT_COMPONENTS, STORE_QUERIES, Indicator
 from edugate.central.indicators.periods import Period
 
 UNASSIGNED = "unassigned"
@@ -28,7 +29,7 @@ UNASSIGNED = "unassigned"
 
 
 class StoreUnavailable(OSError):
-    """The time-series store did not answer or refused a query; the message says which and where."""
+    """The time-series store or the event store did not answer or refused a query; the message says which."""
 
 
 @dataclass
@@ -51,13 +52,13 @@ class Figures:
         """The true value (None: no data), before anonymising."""
         if indicator.kind == "median_minutes":
             return round(statistics.median(self.clear_minutes), 1) if self.clear_minutes else None
-        if indicator.numerator.startswith("alerts"):
-            return self.components[indicator.numerator] if self.has_events else None
+        if indicator.numerator in EVENT_COMPONENTS:
+            return round(self.components[indicator.numerator], 3) if self.has_events else None
         if not self.has_data:
             return None
         numerator = self.components[indicator.numerator]
         if indicator.denominator is None:
-            return numerator
+            return round(numerator, 3)
         denominator = self.components[indicator.denominator]
         if denominator <= 0:
             return None
@@ -81,8 +82,9 @@ def prom_query(store_url: str, promql: str, at: float, timeout_s: float = 30.0) 
 
 
 def school_figures(store_url: str, events_db: Path | None, period: Period, now: dt.datetime,
-                   health_interval_s: float) -> dict[str, Figures]:
-    """Every school's components for ``period`` (schools with any series or event in it)."""
+                   health_interval_s: float, events_dsn: str | None = None) -> dict[str, Figures]:
+    """Every school's components for ``period`` (schools with any series or event in it). The event store: the
+    PostgreSQL database ``events_dsn`` (central.yaml ``events.postgres_dsn``) if given, else the SQLite file."""
     at = period.evaluated_at(now)
     window = max(1, int((at - period.start).total_seconds()))
     schools: dict[str, Figures] = defaultdict(Figures)
@@ -96,38 +98,80 @@ def school_figures(store_url: str, events_db: Path | None, period: Period, now: 
         figures.has_data = c["gateways"] > 0
         c["expected_health_records"] = c["gateways"] * window / health_interval_s
         c["devices_total"] = c["devices_online"] + c["devices_offline"]
-    if events_db is not None:
-        for school, (raised, cleared, minutes) in alert_figures(events_db, period, at).items():
-            figures = schools[school]
-            figures.components["alerts_raised"] += raised
-            figures.components["alerts_cleared"] += cleared
-            figures.clear_minutes.extend(minutes)
+    if events_db is not None or events_dsn:
+        for school, from_events in event_figures(events_db, period, at, events_dsn).items():
+            schools[school].add(from_events)
         for figures in schools.values():
             figures.has_events = True
     return dict(schools)
 
 
-def alert_figures(events_db: Path, period: Period, at: dt.datetime) -> dict[str, tuple[int, int, list[float]]]:
-    """Per school: alerts raised in [start, at), how many of them cleared (by now), their minutes to clear."""
+def event_figures(events_db: Path | None, period: Period, at: dt.datetime,
+                  events_dsn: str | None = None) -> dict[str, Figures]:
+    """Per school, from the event store: alerts (raised in [start, at), cleared, minutes to clear), equipment on
+    record (``asset`` events before ``at``), equipment in use and power-on hours (the last ``asset_usage`` of
+    each asset and day of the period: a day's usage is re-sent as it grows), lab sessions started."""
     start_ms, end_ms = int(period.start.timestamp() * 1000), int(at.timestamp() * 1000)
-    store = EventStore(events_db)
-    try:
-        events = store.query(type_="alert", since_ms=start_ms, limit=10_000_000)
-    finally:
-        store.close()
+    first_day, last_day = period.start.date().isoformat(), at.astimezone(period.start.tzinfo).date().isoformat()
+    alerts, assets, usage, sessions = _event_rows(events_db, events_dsn, start_ms)
+    out: dict[str, Figures] = defaultdict(Figures)
     open_since: dict[tuple[str, str, str, str], int] = {}
-    out: dict[str, tuple[int, int, list[float]]] = {}
-    for ev in sorted(events, key=lambda e: (e["ts"], e["seq"])):
-        data = ev["data"]
+    for ev in sorted(alerts, key=lambda e: (e["ts"], e["seq"])):
+        data, figures = ev["data"], out[ev["school"]]
         key = (ev["school"], ev["gateway"], ev["device"], str(data.get("rule")))
-        raised, cleared, minutes = out.get(ev["school"], (0, 0, []))
         if data.get("state") == "raised" and ev["ts"] < end_ms:
             open_since.setdefault(key, ev["ts"])
-            out[ev["school"]] = (raised + 1, cleared, minutes)
+            figures.components["alerts_raised"] += 1
         elif data.get("state") == "cleared" and key in open_since:
-            minutes.append((ev["ts"] - open_since.pop(key)) / 60_000)
-            out[ev["school"]] = (raised, cleared + 1, minutes)
-    return out
+            figures.clear_minutes.append((ev["ts"] - open_since.pop(key)) / 60_000)
+            figures.components["alerts_cleared"] += 1
+    on_record = {(e["school"], e["gateway"], str(e["data"].get("asset", e["device"]))) for e in assets
+                 if e["ts"] < end_ms}
+    last_usage: dict[tuple[str, str, str, str], tuple[int, int, float]] = {}
+    for ev in usage:
+        data = ev["data"]
+        day, hours = data.get("day"), data.get("power_on_h")
+        if isinstance(day, str) and first_day <= day <= last_day and isinstance(hours, int | float):
+            key = (ev["school"], ev["gateway"], str(data.get("asset", ev["device"])), day)
+            if key not in last_usage or (ev["ts"], ev["seq"]) > last_usage[key][:2]:
+                last_usage[key] = (ev["ts"], ev["seq"], float(hours))
+    in_use: set[tuple[str, str, str]] = set()
+    for (school, gateway, asset, _day), (_ts, _seq, hours) in last_usage.items():
+        out[school].components["power_on_hours"] += hours
+        if hours > 0:
+            in_use.add((school, gateway, asset))
+    for school, _gateway, _asset in on_record:
+        out[school].components["assets_on_record"] += 1
+    for school, _gateway, _asset in in_use:
+        out[school].components["assets_in_use"] += 1
+    started = {(e["school"], e["gateway"], str(e["data"].get("session"))) for e in sessions
+               if e["data"].get("action") == "started" and e["ts"] < end_ms}
+    for school, _gateway, _session in started:
+        out[school].components["lab_sessions"] += 1
+    return dict(out)
+
+
+def _event_rows(events_db: Path | None, events_dsn: str | None, start_ms: int) -> list[list[dict[str, Any]]]:
+    """The alert, asset, asset_usage and session events the indicators need, from PostgreSQL or SQLite."""
+    store: Any
+    errors: tuple[type[Exception], ...]
+    if events_dsn:
+        from edugate.central.eventstore_pg import EventStoreUnavailable, PgEventStore  # psycopg: only when used
+
+        store, errors = PgEventStore(events_dsn), (EventStoreUnavailable,)
+    else:
+        assert events_db is not None
+        if not events_db.exists():
+            raise StoreUnavailable(f"event store {events_db}: no such file (is events.db right, has ingest run?)")
+        store, errors = EventStore(events_db), (sqlite3.Error,)
+    try:
+        try:
+            return [store.query(type_=type_, since_ms=None if type_ == "asset" else start_ms, limit=10_000_000)
+                    for type_ in ("alert", "asset", "asset_usage", "session")]
+        finally:
+            store.close()
+    except errors as exc:
+        raise StoreUnavailable(f"event store: {exc}") from None
 
 
 def district_of(districts: Mapping[str, Iterable[str]]) -> dict[str, str]:

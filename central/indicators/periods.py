@@ -13,7 +13,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 Granularity = Literal["day", "week", "month", "half"]
-PERIOD_PATTERN = r"^\d{4}-(\d{2}-\d{2}|W\d{2}|\d{2}|H[12])$"
+PERIOD_PATTERN = r"^(19|2\d)\d{2}-((0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?|W(0[1-9]|[1-4]\d|5[0-3])|H[12])$"
 """``2026-11-28`` (day), ``2026-W48`` (ISO week), ``2026-11`` (month), ``2026-H2`` (half year)."""
 FIRST_YEAR = 2000
 
@@ -46,6 +46,10 @@ def parse_period(name: str, tz: str) -> Period:
     year = int(name[:4])
     rest = name[5:]
     try:
+        if len(rest) == 5:
+            day = dt.date.fromisoformat(name)
+            start = dt.datetime.combine(day, dt.time(), zone)
+            return Period(name, "day", start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone))
         if rest.startswith("H"):
             first = 1 if rest == "H1" else 7
             start = dt.datetime(year, first, 1, tzinfo=zone)
@@ -55,14 +59,10 @@ def parse_period(name: str, tz: str) -> Period:
             day = dt.date.fromisocalendar(year, int(rest[1:]), 1)
             start = dt.datetime.combine(day, dt.time(), zone)
             return Period(name, "week", start, start + dt.timedelta(days=7))
-        if len(rest) == 2:
-            month = int(rest)
-            start = dt.datetime(year, month, 1, tzinfo=zone)
-            end = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone)
-            return Period(name, "month", start, end)
-        day = dt.date.fromisoformat(name)
-        start = dt.datetime.combine(day, dt.time(), zone)
-        return Period(name, "day", start, dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone))
+        month = int(rest)
+        start = dt.datetime(year, month, 1, tzinfo=zone)
+        end = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone)
+        return Period(name, "month", start, end)
     except ValueError:
         raise PeriodError(f"period {name!r} does not exist ({forms})") from None
 

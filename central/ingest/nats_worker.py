@@ -17,6 +17,7 @@ after the store accepted its lines; what is not acked comes again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -99,7 +100,7 @@ class _JetStreamTransport:
         self._unacked: dict[int, Msg] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._task: asyncio.Future[None] | None = None
+        self._task: concurrent.futures.Future[None] | None = None
         self.nc: NatsClient | None = None
 
     # the calls IngestWorker makes -------------------------------------------------------------------

@@ -49,8 +49,8 @@ definitions in the metrics catalogue (docs/metrics.md).</p>
 {% endfor %}</tbody></table>
 {% endfor %}
 <h2>Not in this report yet</h2>
-<p>Equipment on digital records and in use (asset registry), board and projector hours, lab sessions and
-experiments: not yet computed centrally (see docs/operations-centre.md).</p>
+<p>Presence rates (they need the number of students expected per room and period), experiments per lab session
+(see docs/metrics.md).</p>
 </body></html>
 """
 
@@ -59,7 +59,8 @@ def build(cfg: CentralConfig, period_name: str, now: dt.datetime | None = None) 
     """The report's figures: the API's rows for the period (raises PeriodError, StoreUnavailable)."""
     now = now or dt.datetime.now(dt.UTC)
     period = current_period(period_name, cfg.pages.timezone, now)
-    schools = school_figures(cfg.store.url, cfg.events.db, period, now, cfg.api.health_interval_s)
+    schools = school_figures(cfg.store.url, cfg.events.db, period, now, cfg.api.health_interval_s,
+                             cfg.events.postgres_dsn)
     rule = Rule(cfg.api.k, cfg.api.round_to)
     return {"period": period.name, "from": period.start.isoformat(), "to": period.end.isoformat(),
             "complete": period.complete(now), "generated": now.astimezone(period.start.tzinfo).isoformat(
@@ -94,7 +95,7 @@ def render_html(doc: dict[str, Any]) -> str:
 def write_xlsx(doc: dict[str, Any], path: Path) -> bool:
     """One sheet per level, one row per area; False when openpyxl is not installed."""
     try:
-        import openpyxl
+        import openpyxl  # type: ignore[import-untyped]  # no stubs installed (types-openpyxl)
     except ImportError:
         return False
     book = openpyxl.Workbook()
@@ -120,7 +121,7 @@ def supervision(
     json_too: Annotated[bool, typer.Option("--json", help="Also write the rows as JSON (the API's items).")] = False,
     config: CentralConfigOpt = None,
 ) -> None:
-    """The supervision report (equipment, libraries, usage; per school and district) as HTML and XLSX."""
+    """The supervision report (equipment, libraries, labs, usage; per school and district) as HTML and XLSX."""
     cfg = central_config_or_exit(config)
     try:
         doc = build(cfg, period)

@@ -221,6 +221,46 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+STREAMING_DRIVERS = {"gps-nmea": "serial_port", "thermometer": "port"}  # devices that send on their own
+
+
+def check_sends(path: str, baudrate: int, seconds: float) -> Result:
+    """Listen to a device that sends on its own (a GPS receiver, a serial thermometer) for up to ``seconds``.
+    The port is taken exclusively, as the drivers take it: while the gateway holds it, nothing is read (the
+    doctor never steals its bytes). Only counts are reported, never the bytes themselves."""
+    import serial
+
+    name = f"sends {path}"
+    try:
+        port = serial.Serial(path, baudrate, timeout=0.1, exclusive=True)
+    except (OSError, serial.SerialException) as exc:
+        if "lock" in str(exc).lower():
+            return Result(name, Verdict.WARN, f"{path} is in use (by the running gateway?): not listened to",
+                          "stop the gateway ('sudo systemctl stop edugate') to let the doctor listen, or read the "
+                          "device's state on the status page")
+        return Result(name, Verdict.FAIL, f"{path}: cannot open at {baudrate} baud: {exc}",
+                      "check the port and the baudrate in the config")
+    received, lines = 0, 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and lines < 2:
+            chunk = port.read(256)
+            received += len(chunk)
+            lines += chunk.count(b"\n")
+    except (OSError, serial.SerialException) as exc:
+        return Result(name, Verdict.FAIL, f"{path}: reading failed: {exc}", "unplug and plug the device in again")
+    finally:
+        port.close()
+    if not received:
+        return Result(name, Verdict.FAIL, f"{path}: nothing received in {seconds:g} s",
+                      "check that the device is powered and wired (TX of the device to RX of the adapter) and "
+                      "that the baudrate in the config is the device's")
+    if not lines:
+        return Result(name, Verdict.FAIL, f"{path}: {received} bytes in {seconds:g} s but no line end: the "
+                      "baudrate is probably wrong", f"set the device's baudrate in the config (now {baudrate})")
+    return Result(name, Verdict.OK, f"{path} sends ({received} bytes, {lines} lines)")
+
+
 async def check_tcp(host: str, port: int, timeout_s: float) -> Result:
     name = f"tcp {host}:{port}"
     try:
@@ -274,6 +314,10 @@ async def check_device(dev: Any, opts: DoctorOptions, account: Account) -> Resul
     if not dev.enabled:
         return Result(name, Verdict.OK, f"{dev.id} ({dev.driver}) is disabled: not checked")
     parts: list[Result] = [check_device_file(path, account) for _, path in device_files(dev)]
+    field_name = STREAMING_DRIVERS.get(dev.driver)
+    if field_name and all(p.verdict is Verdict.OK for p in parts):
+        parts.append(await asyncio.to_thread(check_sends, getattr(dev, field_name), dev.baudrate,
+                                             max(opts.timeout_s, 1.0)))
     for _, host, port in tcp_endpoints(dev):
         parts.append(await check_tcp(host, port, opts.timeout_s))
     if dev.driver == "modbus" and all(p.verdict is Verdict.OK for p in parts):

@@ -243,6 +243,9 @@ class Outbox:
         self.data_target = int(budget_bytes * DATA_SHARE)  # pages in use above this: thin
         # writer thread only
         self._pass: _ThinPass | None = None
+        # Telemetry up to this seq was handed to the uplink on its current connection (published, awaiting its
+        # PUBACK): never thinned, so a record is either thinned or delivered, and the count stays exact.
+        self._sent_upto = 0
         self._spacing: dict[str, int] = {}  # device -> spacing the last pass left (ms); reset once drained
         self._page_size = 4096
         self._over_since: float | None = None  # monotonic time the current episode over the budget began
@@ -360,6 +363,11 @@ class Outbox:
             if out and total > max_bytes:
                 break
             out.append((seq, payload))
+        if kind is Kind.TELEMETRY:
+            if after < self._sent_upto:  # the uplink starts over (a new connection resends everything)
+                self._sent_upto = after
+            if out:
+                self._sent_upto = max(self._sent_upto, out[-1][0])
         return out
 
     async def close(self) -> None:
@@ -592,7 +600,8 @@ class Outbox:
             except (orjson.JSONDecodeError, AttributeError):
                 kept.append((seq, payload))  # not ours to judge
                 continue
-            if device == GATEWAY_DEVICE or thin.keep(device, ts):  # the gateway's health is never thinned
+            if seq <= self._sent_upto or device == GATEWAY_DEVICE or thin.keep(device, ts):
+                # in flight to the broker; or the gateway's health, which is never thinned
                 kept.append((seq, payload))
         thin.cursor = chunk[-1][0]
         removed = len(chunk) - len(kept)

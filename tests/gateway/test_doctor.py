@@ -7,6 +7,7 @@ one entry per adapter, and the doctor reads nothing else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -14,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +138,63 @@ def test_a_serial_port_the_gateway_user_may_not_open_fails(tmp_path: Path, pty_p
     result = doctor(write_config(tmp_path, devices=[_station(pty_path)]), account=NOBODY)["device:reader-1"]
     assert result.verdict is Verdict.FAIL
     assert "user nobody may not open" in result.message and "usermod -aG" in (result.fix or "")
+
+
+class Talker:
+    """A device that sends on its own, at the far end of a real pty: ``payload`` every 50 ms until stopped."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.master, self.slave = os.openpty()
+        self.path = os.ttyname(self.slave)
+        self.payload = payload
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._talk, daemon=True)
+
+    def _talk(self) -> None:
+        while not self.stop.wait(0.05):
+            with contextlib.suppress(OSError):
+                os.write(self.master, self.payload)
+
+    def __enter__(self) -> Talker:
+        if self.payload:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        os.close(self.slave)
+        os.close(self.master)
+
+
+def _gps(path: str) -> dict[str, Any]:
+    return {"id": "bus-gps", "driver": "gps-nmea", "serial_port": path, "baudrate": 9600}
+
+
+def test_a_device_that_sends_on_its_own_is_heard(tmp_path: Path) -> None:
+    line = b"$GPGGA,120000.00,1046.5000,N,10641.0000,E,1,08,0.9,10.0,M,0.0,M,,*5B\r\n"
+    with Talker(line) as gps:
+        result = doctor(write_config(tmp_path, devices=[_gps(gps.path)]))["device:bus-gps"]
+    assert result.verdict is Verdict.OK, result.message
+    assert f"{gps.path} sends (" in result.message and "GPGGA" not in str(result.as_dict())  # counts, not bytes
+
+
+def test_a_silent_device_fails_and_one_at_the_wrong_baudrate_too(tmp_path: Path) -> None:
+    with Talker(b"") as gps:
+        result = doctor(write_config(tmp_path, devices=[_gps(gps.path)]), timeout_s=1.0)["device:bus-gps"]
+    assert result.verdict is Verdict.FAIL and "nothing received in 1 s" in result.message
+    with Talker(bytes(range(0x80, 0x90))) as gps:  # bytes at the wrong speed: never a line end
+        result = doctor(write_config(tmp_path, devices=[_gps(gps.path)]), timeout_s=1.0)["device:bus-gps"]
+    assert result.verdict is Verdict.FAIL and "no line end" in result.message and "baudrate" in (result.fix or "")
+
+
+def test_a_port_held_by_the_running_gateway_is_not_listened_to(tmp_path: Path) -> None:
+    import serial
+
+    with Talker(b"$GPGGA\r\n") as gps, serial.Serial(gps.path, 9600, exclusive=True):  # as the driver holds it
+        result = doctor(write_config(tmp_path, devices=[_gps(gps.path)]))["device:bus-gps"]
+    assert result.verdict is Verdict.WARN and "in use (by the running gateway?)" in result.message
 
 
 def test_an_ordinary_file_is_not_a_serial_port(tmp_path: Path) -> None:

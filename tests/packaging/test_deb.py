@@ -26,7 +26,12 @@ import pytest
 from edugate.simulators.servers import Mosquitto
 from tests.helpers import REPO, Collector, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("dpkg-deb") is None or not Path("/usr/bin/python3").exists(),
+                       reason="builds a Debian package: needs Debian's dpkg-deb and python3"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="installs into a chroot and mounts in a private namespace: root"),
+]
 
 BASE = Path(os.environ.get("EDUGATE_DEB_BASE", "/var/tmp/edugate-bookworm-base"))
 

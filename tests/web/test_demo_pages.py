@@ -29,8 +29,9 @@ def _login(page: Page, base: str, password: str, target: str) -> None:
 
 
 def test_the_demo_serves_the_gateway_pages_and_the_fleet(tmp_path: Path, browser: Browser) -> None:
-    devices = [d["id"] for d in yaml.safe_load(DEMO_CONFIG.read_text())["devices"]]
     with DemoSchool(tmp_path / "demo") as demo:
+        devices = [d["id"] for d in yaml.safe_load(demo.gateway_config.read_text())["devices"]]
+        assert len(devices) == len(yaml.safe_load(DEMO_CONFIG.read_text())["devices"])  # every extra is here
         pages = demo.pages
         gateway = f"http://127.0.0.1:{pages.gateway_port}"
         central = f"http://127.0.0.1:{pages.central_port}"
@@ -44,7 +45,15 @@ def test_the_demo_serves_the_gateway_pages_and_the_fleet(tmp_path: Path, browser
         expect(page.locator("tr[data-device]")).to_have_count(len(devices))
         expect(page.locator('tr[data-device="lab1-co2"] td.state')).to_have_attribute("data-state", "online",
                                                                                       timeout=20_000)
+        for device in ("lab1-fridge-probe", "lab1-microbit", "c10a-env", "lab2-fridge"):  # BLE, kit, models' feeds
+            expect(page.locator(f'tr[data-device="{device}"] td.state')).to_have_attribute("data-state", "online",
+                                                                                         timeout=20_000)
+        expect(page.locator("#services")).to_contain_text("models")
         screenshot(page, "demo-status", tmp_path, full_page=False)
+
+        page.goto(f"{gateway}/live?room=class-10a")  # the occupancy model's event on class 10A's sensor
+        expect(page.locator('[data-device="c10a-env"] ul.events li').first).to_contain_text("occupancy",
+                                                                                           timeout=40_000)
 
         page.goto(f"{gateway}/live?room=lab-1")
         expect(page.locator('[data-value="lab1-co2.co2"] .num')).to_have_text(re.compile(r"^\d+$"))

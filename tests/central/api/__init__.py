@@ -2,7 +2,8 @@
 
 Day ``DAY`` (Asia/Ho_Chi_Minh), health interval ``HEALTH_S``. District ``district-1``: ``school-a`` (102
 attendance taps, 111 library visitors, 7 loans, two alerts cleared after 30 and 60 minutes, half its health
-records) and ``school-b`` (3 taps: below k, the whole day's records); district ``district-2``: ``school-c``
+records, a board used 3.5 h and an unused projector, one lab session)
+and ``school-b`` (3 taps: below k, the whole day's records); district ``district-2``: ``school-c``
 (a class of one: 1 tap, 1 present; a tenth of its health records). Every tap carries a card pseudonym.
 """
 
@@ -64,6 +65,18 @@ def records(school: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], li
                                  base | {"state": "raised", "active": 1, "value": 1200}, "lab1-co2"))
             events.append(_event(next(seq), T0 + raised_h * 3600_000 + minutes * 60_000, "alert",
                                  base | {"state": "cleared", "active": 0, "value": 800}, "lab1-co2"))
+        for asset, category in (("board-1", "board"), ("proj-1", "projector")):
+            events.append(_event(next(seq), T0 + 7 * 3600_000, "asset", {"asset": asset, "category": category,
+                                                                          "first_seen": T0}, asset))
+        for hours, at_h in ((2.0, 12), (3.5, 18)):  # a day's usage is re-sent as it grows: the last one counts
+            events.append(_event(next(seq), T0 + at_h * 3600_000, "asset_usage",
+                                 {"asset": "board-1", "day": DAY, "power_on_h": hours, "readings": 10}, "board-1"))
+        events.append(_event(next(seq), T0 + 18 * 3600_000, "asset_usage",
+                             {"asset": "proj-1", "day": DAY, "power_on_h": 0, "readings": 10}, "proj-1"))
+        for action in ("started", "stopped"):
+            events.append(_event(next(seq), T0 + (14 + (action == "stopped")) * 3600_000, "session",
+                                 {"action": action, "session": "s-1", "name": "pendulum", "by": "teacher"},
+                                 "lab1-th"))
     states = [{"status": "online", "ts": T0 + (i + 1) * int(HEALTH_S * 1000) - 500, "version": "0.1.0",
                "started_at": T0, "district": next(d for d, s in DISTRICTS.items() if school in s), "devices": {}}
               for i in range(health)]

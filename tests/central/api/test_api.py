@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from edugate.central.api.app import Sources, build_api, openapi_document
 from edugate.central.config import CentralConfig
+from edugate.central.indicators.catalogue import CATALOGUE
 from edugate.cli.main import app as edugate
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 from tests.central.api import DAY, GATEWAYS, PSEUDONYMS, TZ, central_config, feed_city
@@ -88,6 +89,11 @@ def test_figures_per_school_district_and_city_anonymised(city: City) -> None:
     assert value(doc, "school-a", "alerts_raised") == (2, "ok")
     assert value(doc, "school-a", "alert_clear_minutes") == (45, "ok")  # median of 30 and 60
     assert value(doc, "school-b", "alert_clear_minutes") == (None, "no_data")
+    assert value(doc, "school-a", "equipment_on_record") == (2, "ok")
+    assert value(doc, "school-a", "equipment_in_use") == (1, "ok")
+    assert value(doc, "school-a", "equipment_power_on_hours") == (3.5, "ok")  # the day's last usage, not 2 + 3.5
+    assert value(doc, "district-1", "lab_sessions") == (1, "ok")
+    assert value(doc, "school-b", "equipment_on_record") == (0, "ok")
     assert value(doc, "school-a", "data_completeness_pct") == (50, "ok")
     assert value(doc, "school-b", "data_completeness_pct") == (100, "ok")
     assert value(doc, "school-c", "data_completeness_pct") == (9.7, "ok")
@@ -101,7 +107,8 @@ def test_figures_per_school_district_and_city_anonymised(city: City) -> None:
 def test_nothing_personal_or_technical_leaves(city: City) -> None:
     client = city.client()
     body = json.dumps(figures(client, city.key)) + figures_csv(client, city.key)
-    for secret in (*PSEUDONYMS, *GATEWAYS.values(), "door-1", "desk-1", "lab1-co2", "room-1", "_gateway", "p:"):
+    for secret in (*PSEUDONYMS, *GATEWAYS.values(), "door-1", "desk-1", "lab1-co2", "room-1", "_gateway", "p:",
+                   "teacher", "pendulum", "board-1", "proj-1"):
         assert secret not in body
 
 
@@ -139,7 +146,7 @@ def test_paging_csv_and_filters(city: City) -> None:
     second = figures(client, city.key, page_size=7, page=2)
     assert first["total"] == whole["total"] and first["items"] + second["items"] == whole["items"][:14]
     rows = list(csv.DictReader(io.StringIO(figures_csv(client, city.key, level="school", school="school-a"))))
-    assert {r["area"] for r in rows} == {"school-a"} and len(rows) == 10
+    assert {r["area"] for r in rows} == {"school-a"} and len(rows) == len(CATALOGUE)
     assert {r["indicator"]: r["value"] for r in rows}["attendance_taps"] == "100.0"
     only = figures(client, city.key, district="district-2", level="school")
     assert {r["area"] for r in only["items"]} == {"school-c"}
@@ -166,9 +173,9 @@ def test_keys_and_rate_limit(city: City, tmp_path: Path) -> None:
 
 def test_bad_period_and_store_down(city: City, tmp_path: Path) -> None:
     client = city.client()
-    for period, words in (("2026-13", "does not exist"), ("2099-01", "has not begun"), ("1999-H1", "before")):
+    for period, words in (("2026-02-30", "does not exist"), ("2099-01", "has not begun"), ("1999-H1", "before")):
         answer = client.get("/api/v1/figures", params={"period": period}, headers={"X-API-Key": city.key})
-        assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
+        assert answer.status_code == 404 and words in answer.json()["detail"], answer.text
     cfg = central_config("http://127.0.0.1:9", city.events_db, city.keys_file)
     down = TestClient(build_api(Sources(cfg.store.url, None, TZ, cfg.api), city.keys_file))
     answer = down.get("/api/v1/figures", params={"period": DAY}, headers={"X-API-Key": city.key})
@@ -178,3 +185,41 @@ def test_bad_period_and_store_down(city: City, tmp_path: Path) -> None:
 def test_published_openapi_document_is_current() -> None:
     published = json.loads((REPO / "docs/api/openapi.json").read_text())
     assert published == openapi_document(), "run: python -m edugate.central.api.app --openapi > docs/api/openapi.json"
+
+
+def test_event_store_missing_is_a_clear_503(city: City, tmp_path: Path) -> None:
+    cfg = central_config(city.vm.url, tmp_path / "nowhere.sqlite", city.keys_file)
+    client = TestClient(build_api(Sources(cfg.store.url, cfg.events.db, TZ, cfg.api), city.keys_file))
+    answer = client.get("/api/v1/figures", params={"period": DAY}, headers={"X-API-Key": city.key})
+    assert answer.status_code == 503 and not (tmp_path / "nowhere.sqlite").exists()
+    config = tmp_path / "central.yaml"
+    config.write_text(f"store: {{url: '{city.vm.url}'}}\nevents: {{db: nowhere.sqlite}}\n")
+    result = CliRunner().invoke(edugate, ["report", "supervision", "--period", DAY, "-c", str(config),
+                                          "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "nowhere.sqlite: no such file" in result.output
+
+
+def test_the_shared_postgresql_event_database_gives_the_same_figures(city: City) -> None:
+    """central.yaml events.postgres_dsn (the city-scale event database) instead of the SQLite file."""
+    try:
+        from edugate.central.eventstore_pg import PgEventStore
+        from edugate.simulators.postgres import Postgres, pg_bindir
+        pg_bindir()
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"PostgreSQL or psycopg missing: {exc}")
+    from edugate.central.eventstore import EventStore
+
+    server = Postgres().start()
+    try:
+        sqlite, pg = EventStore(city.events_db), PgEventStore(server.dsn)
+        for ev in sqlite.query(limit=100_000):
+            record = {k: ev[k] for k in ("seq", "ts", "device", "room", "type", "data")} | {"kind": "event"}
+            pg.add(ev["school"], ev["gateway"], [record])
+        sqlite.close()
+        pg.close()
+        cfg = city.config()
+        from_pg = TestClient(build_api(Sources(cfg.store.url, None, TZ, cfg.api, server.dsn), city.keys_file))
+        assert figures(from_pg, city.key)["items"] == figures(city.client(), city.key)["items"]
+        assert value(figures(from_pg, city.key), "school-a", "alert_clear_minutes") == (45, "ok")
+    finally:
+        server.cleanup()
