@@ -112,8 +112,10 @@ class ModelFeed(threading.Thread):
         seen = self.sim.unit(self.unit).request_count
         while not self.stopping.wait(0.02):
             count = self.sim.unit(self.unit).request_count
-            if count != seen:
-                seen = count
+            if count != seen:  # counted as the request arrives: let its answer go out before the next row
+                if self.stopping.wait(0.2):
+                    break
+                seen = self.sim.unit(self.unit).request_count
                 self.played += 1
                 self._put(self.played)
 

@@ -89,5 +89,6 @@ class DemoPages:
         gw = f"http://127.0.0.1:{self.gateway_port}"
         return (f"[bold]Pages[/] (log in as [bold]{DEMO_USER}[/], password [bold]{self.password}[/]):\n"
                 f"  gateway status   {gw}/status\n"
-                f"  live readings    {gw}/live?room=lab-1\n"
+                f"  live readings    {gw}/live?room=lab-1   (BLE probes, the micro:bit kit)\n"
+                f"  model events     {gw}/live?room=class-10a (occupancy), {gw}/live?room=lab-2 (fridge anomaly)\n"
                 f"  central fleet    http://127.0.0.1:{self.central_port}/fleet")

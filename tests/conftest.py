@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
+from tests.helpers import reap_running
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,3 +29,11 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     vm.start()
     yield vm
     vm.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_outlives_its_test() -> Iterator[None]:
+    """A test that fails before its ``GatewayProcess.stop()`` would leave the gateway running (and its CPU and
+    ports taken) for the rest of the run: kill it."""
+    yield
+    reap_running()

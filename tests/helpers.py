@@ -169,6 +169,23 @@ def outbox_ready(path: Path) -> bool:
         conn.close()
 
 
+RUNNING: set[subprocess.Popen] = set()
+"""Gateway processes started by :class:`GatewayProcess` and not yet stopped: ``tests/conftest.py`` kills what a
+test left running (a failed assertion before its ``stop()``), so that no gateway outlives its test."""
+
+
+def reap_running() -> list[int]:
+    """Kill every gateway a test left running; their pids."""
+    pids = []
+    for proc in list(RUNNING):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            pids.append(proc.pid)
+        RUNNING.discard(proc)
+    return pids
+
+
 @dataclass
 class GatewayProcess:
     """``edugate run`` in a subprocess with a config written from a dict."""
@@ -196,6 +213,7 @@ class GatewayProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edugate.cli.main", "run", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
+        RUNNING.add(self.proc)
         log.close()
         wait_for(lambda: outbox_ready(self.outbox_path), 20, "the gateway to create its outbox")
         return self
@@ -204,6 +222,7 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=30)
+        RUNNING.discard(self.proc)
         self.proc = None
         return code
 
@@ -211,6 +230,7 @@ class GatewayProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        RUNNING.discard(self.proc)
         self.proc = None
 
     def log(self) -> str:

@@ -346,6 +346,11 @@ class Outbox:
         if seqs and not self._closed:
             self._ops.put([_Ack(kind, seqs)])
 
+    @property
+    def thinning(self) -> bool:
+        """A thinning pass is under way (it goes on by itself, a chunk per commit, until the backlog is done)."""
+        return self._pass is not None
+
     async def fetch(self, kind: Kind, after: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Queued records of ``kind`` with seq > ``after``, oldest first, at most ``limit``/``max_bytes``."""
         return await asyncio.to_thread(self._fetch_sync, kind, after, limit, max_bytes)

@@ -63,6 +63,10 @@ class UplinkStats:
         }
 
 
+SHORT_LIVED_S = 2.0
+"""A connection the broker closes sooner than this after accepting it does not reset the reconnect back-off."""
+
+
 class Uplink:
     def __init__(self, cfg: GatewayConfigBase, outbox: Outbox, state: Callable[[], dict[str, Any]],
                  downlink: Downlink | None = None) -> None:
@@ -95,8 +99,11 @@ class Uplink:
                 self._client = None
             if self._stopping:
                 break
-            if connected:  # lost a working connection: start again from the preferred broker, quickly
-                self.backoff.reset()
+            if connected:  # lost a connection: start again from the preferred broker
+                if self._short_lived == 0:  # it had worked for a while: reconnect quickly
+                    self.backoff.reset()
+                # else the broker closed it right after accepting it (an ACL refusal, a broker in trouble): keep
+                # backing off, or every refused gateway would reconnect ten times a second
                 self.failover.connected()
             else:
                 self.failover.failed()
@@ -128,7 +135,7 @@ class Uplink:
             self.stats.disconnects += 1
             log.warning("uplink lost the broker (%s); records stay in the outbox, reconnecting", why)
             tls = self.broker_config.tls
-            short = time.time() - (self.stats.connected_since or 0) < 2
+            short = time.time() - (self.stats.connected_since or 0) < SHORT_LIVED_S
             self._short_lived = self._short_lived + 1 if short else 0
             if self._short_lived in (3, 100) and tls is not None and tls.cert_file is not None:
                 log.error("the broker keeps closing the connection right after accepting it: it refuses what this "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,7 @@ def test_a_provisioned_gateway_runs_from_its_bundle_and_a_misconfigured_one_reac
     assert ingest.subscribe("edu/v1/+/+/event") == ["Granted QoS 1"]
     assert ingest.subscribe("edu/v1/+/+/state") == ["Granted QoS 1"]
     # B's card with A's certificate (or A taken over and told to speak for B): the broker drops all it sends
+    started = time.monotonic()
     wrong = GatewayProcess(tmp_path / "wrong", _gateway_config(fleet, A, "s2", "gw-b")).start()
     good = GatewayProcess(tmp_path / "good", _gateway_config(fleet, A, "s1", "gw-a")).start()
     try:
@@ -229,7 +231,12 @@ def test_a_provisioned_gateway_runs_from_its_bundle_and_a_misconfigured_one_reac
     finally:
         assert good.stop() == 0
         assert wrong.stop() == 0
+    elapsed = time.monotonic() - started
     assert not [t for t, _ in ingest.messages if t.startswith(B_PREFIX)]
+    # a refused connection does not reset the back-off: the refused gateway keeps backing off (jittered, up to
+    # uplink.reconnect_max_s = 1 s here, 0.5 s on average) instead of reconnecting ten times a second
+    connects = wrong.log().count("uplink connected to")
+    assert 3 <= connects <= 2.5 * elapsed + 2, (connects, elapsed)  # ~1.5/s measured; ~4/s when it reset
     # the misconfigured gateway sees the refusal (the broker closes the connection at its first publish), says
     # so clearly, and keeps its records for when it is fixed
     assert "it refuses what this gateway publishes (ACL)" in wrong.log()

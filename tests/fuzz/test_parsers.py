@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tests.fuzz.targets import Target, Unclear, inputs, targets
 
@@ -45,8 +44,3 @@ def test_the_harness_catches_an_unclear_rejection_and_a_crash() -> None:
         Target("crash", crash, (ValueError,)).check(b"x")
     assert Target("fine", lambda data: None, ()).check(b"x") == "ok"
 
-
-@given(st.binary(max_size=64))
-@settings(max_examples=50, deadline=None)
-def test_mutations_stay_bytes(data: bytes) -> None:
-    assert isinstance(data, bytes)
