@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
-from tests.helpers import reap_running
+from tests.helpers import RUNNING, reap_running
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,5 +35,6 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
 def _no_gateway_outlives_its_test() -> Iterator[None]:
     """A test that fails before its ``GatewayProcess.stop()`` would leave the gateway running (and its CPU and
     ports taken) for the rest of the run: kill it."""
+    before = set(RUNNING)  # a module- or session-scoped fixture's gateways were started before this
     yield
-    reap_running()
+    reap_running(keep=before)

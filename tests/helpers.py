@@ -174,10 +174,11 @@ RUNNING: set[subprocess.Popen] = set()
 test left running (a failed assertion before its ``stop()``), so that no gateway outlives its test."""
 
 
-def reap_running() -> list[int]:
-    """Kill every gateway a test left running; their pids."""
+def reap_running(keep: set[subprocess.Popen] | frozenset[subprocess.Popen] = frozenset()) -> list[int]:
+    """Kill every gateway a test left running, but those in ``keep`` (started by a wider-scoped fixture before
+    the test began); their pids."""
     pids = []
-    for proc in list(RUNNING):
+    for proc in list(RUNNING - set(keep)):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
