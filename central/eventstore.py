@@ -27,6 +27,25 @@ CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
 """
 
 
+def query_sql(mark: str, *, type_: str | None, school: str | None, gateway: str | None, since_ms: int | None,
+              limit: int) -> tuple[str, list[str | int]]:
+    """The newest events matching the filters, as SQL with ``mark`` placeholders (``?`` for SQLite, ``%s`` for
+    PostgreSQL) and its arguments: one query for both event stores."""
+    where: list[str] = []
+    args: list[str | int] = []
+    for column, value in (("type", type_), ("school", school), ("gateway", gateway)):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            args.append(value)
+    if since_ms is not None:
+        where.append(f"ts >= {mark}")
+        args.append(since_ms)
+    sql = "SELECT school, gateway, seq, ts, device, room, type, data FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return f"{sql} ORDER BY ts DESC, seq DESC LIMIT {mark}", [*args, limit]
+
+
 class EventStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -61,21 +80,9 @@ class EventStore:
 
     def query(self, *, type_: str | None = None, school: str | None = None, gateway: str | None = None,
               since_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[str | int] = []
-        for column, value in (("type", type_), ("school", school), ("gateway", gateway)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if since_ms is not None:
-            where.append("ts >= ?")
-            args.append(since_ms)
-        sql = "SELECT school, gateway, seq, ts, device, room, type, data FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, seq DESC LIMIT ?"
+        sql, args = query_sql("?", type_=type_, school=school, gateway=gateway, since_ms=since_ms, limit=limit)
         with self._lock:
-            rows = self._conn.execute(sql, [*args, limit]).fetchall()
+            rows = self._conn.execute(sql, args).fetchall()
         keys = ("school", "gateway", "seq", "ts", "device", "room", "type")
         return [dict(zip(keys, row[:7], strict=True)) | {"data": orjson.loads(row[7])} for row in rows]
 

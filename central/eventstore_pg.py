@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from edugate.central.eventstore import EventStore, _well_formed
+from edugate.central.eventstore import EventStore, _well_formed, query_sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -94,22 +94,10 @@ class PgEventStore:
 
     def query(self, *, type_: str | None = None, school: str | None = None, gateway: str | None = None,
               since_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[str | int] = []
-        for column, value in (("type", type_), ("school", school), ("gateway", gateway)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if since_ms is not None:
-            where.append("ts >= %s")
-            args.append(since_ms)
-        sql = "SELECT school, gateway, seq, ts, device, room, type, data FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, seq DESC LIMIT %s"
+        sql, args = query_sql("%s", type_=type_, school=school, gateway=gateway, since_ms=since_ms, limit=limit)
         with self._lock:
             try:
-                rows = self._connection().execute(sql, [*args, limit]).fetchall()
+                rows = self._connection().execute(sql, args).fetchall()
             except psycopg.Error as exc:
                 raise EventStoreUnavailable(f"event database {_where(self.dsn)}: {exc}") from None
         keys = ("school", "gateway", "seq", "ts", "device", "room", "type", "data")
