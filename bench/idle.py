@@ -9,8 +9,8 @@ gateway config into a temporary folder, starts ``.venv/bin/edugate run`` (the
 PID measured is the gateway's Python process), waits ``--settle`` seconds,
 then samples CPU time and RSS with psutil once a second for ``--duration``
 seconds. CPU % is 100 x CPU seconds / wall seconds (100 = one core). Prints
-one JSON line per case, and the RSS the gateway's imports account for
-(``import gateway.cli`` and the Modbus driver in a fresh interpreter, which is most of it).
+one JSON line per case, and the RSS the gateway's imports account for (what ``edugate run`` imports:
+``edugate.cli.gateway_commands``, the runtime and the Modbus driver, in a fresh interpreter; most of it).
 
 Targets (issue 6): < 1 % CPU and < 50 MB RSS in both cases.
 """
@@ -77,8 +77,9 @@ def measure(argv: list[str], log: Path, settle: float, duration: float) -> dict:
 
 
 def import_rss() -> dict:
-    code = ("import gateway.cli, gateway.runtime, drivers.modbus\n"
-            "from gateway.config import gateway_config_model; gateway_config_model(frozenset({'modbus'}))\n"
+    code = ("import edugate.cli.gateway_commands, edugate.gateway.runtime.gateway, edugate.drivers.modbus.driver\n"
+            "from edugate.gateway.config import gateway_config_model\n"
+            "gateway_config_model(frozenset({'modbus'}), frozenset())\n"
             "print(open('/proc/self/status').read())")
     text = subprocess.run([str(PYTHON), "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     bare = subprocess.run([str(PYTHON), "-c", "print(open('/proc/self/status').read())"], capture_output=True,

@@ -1,6 +1,7 @@
-"""Card tap -> durable in the outbox -> feedback latency, while telemetry flows.
+"""Card tap -> durable in the outbox -> feedback latency, while telemetry flows; without and with the models.
 
     .venv/bin/python bench/tap_latency.py [--rates 1 10 100] [--seconds 20] [--telemetry-dps 2000]
+                                          [--variants none models]
 
 Runs a real gateway (in this process, on one event loop) with EM4100 readers
 on pseudo-terminals (simulated in a second thread), synthetic telemetry at
@@ -9,6 +10,13 @@ each tap rate, unique cards are tapped round-robin over max(1, rate/10)
 readers; the latency of a tap is the time from the simulator writing the
 reader's frame to the driver's feedback call, which comes only after the tap
 event is committed (fsync) in the outbox. Prints one JSON line per rate.
+
+Two variants, each in a fresh child process (so that their RSS compare): ``none`` (no models), and
+``models`` (issue 14): the model stage runs all five shipped models flat out on synthetic devices reading every
+``--model-interval-s`` (three anomaly devices, two occupancy sensors: tens of calls a second, against one
+reading a minute in a school), and the attendance service has its checks on (its two classifiers loaded; the
+bench's unique cards make no pair for the card-sharing one to score). Each line also gives the process's RSS
+at the end, the models loaded, and their calls and p99 in the run.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -86,7 +95,32 @@ class TapSide:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-async def run(rates: list[float], seconds: float, telemetry_dps: int, workdir: Path) -> list[dict]:
+MODEL_DEVICES = {  # synthetic device -> the models section entry that scores it (values v0.. as the channels)
+    "fridge-1": ("anomaly", {"kind": "fridge", "channels": {"temp": "v0", "power": "v1"}}),
+    "hood-1": ("anomaly", {"kind": "fume_hood", "channels": {"face_velocity": "v0", "fan_power": "v1"}}),
+    "projector-1": ("anomaly", {"kind": "projector", "channels": {"lamp_temp": "v0", "power": "v1", "fan_rpm": "v2"}}),
+    "room-env-1": ("occupancy", {"channels": {"co2": "v0", "temp": "v1", "humidity": "v2", "light": "v3"}}),
+    "room-env-2": ("occupancy", {"channels": {"co2": "v0", "temp": "v1", "humidity": "v2", "light": "v3"}}),
+}
+
+
+def models_config(interval_s: float) -> tuple[list[dict], dict]:
+    """The synthetic devices the models score, and the config sections running every model."""
+    devices = [{"id": name, "driver": "synthetic", "room": "lab-1", "values": 4, "interval_s": interval_s}
+               for name in MODEL_DEVICES]
+    models: dict = {"anomaly": [], "occupancy": [], "budget_ms": 5, "max_pending": 64}
+    for name, (task, entry) in MODEL_DEVICES.items():
+        models[task].append({"device": name, **entry})
+    # the checks' classifiers load; the period is one minute after midnight so that the bench's taps are not
+    # tallied (the attendance tallies' state file is rewritten for every new card: not what is measured here)
+    timetable = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                 "periods": [{"name": "night", "start": "00:00", "end": "00:01"}],
+                 "checks": {"rooms": {"lab-1": {"x": 0}}}}
+    return devices, {"models": models, "timetable": timetable}
+
+
+async def run(rates: list[float], seconds: float, telemetry_dps: int, workdir: Path, variant: str = "none",
+              model_interval_s: float = 0.1) -> list[dict]:
     broker = Mosquitto(workdir / "mqtt", persistence=False)
     broker.start()
     n_readers = max(1, int(max(rates) // 10))
@@ -104,30 +138,42 @@ async def run(rates: list[float], seconds: float, telemetry_dps: int, workdir: P
     per_device = 20
     devices = [{"id": f"tele-{i}", "driver": "synthetic", "values": 9, "interval_s": per_device * 10 / telemetry_dps}
                for i in range(per_device)] if telemetry_dps else []
-    devices += [{"id": name, "driver": "em4100", "role": "attendance", "port": str(link), "debounce_s": 0}
-                for name, link in links.items()]
+    devices += [{"id": name, "driver": "em4100", "role": "attendance", "port": str(link), "debounce_s": 0,
+                 "room": "lab-1"} for name, link in links.items()]
+    sections: dict = {}
+    if variant == "models":
+        model_devices, sections = models_config(model_interval_s)
+        devices += model_devices
     cfg = parse_config(yaml.safe_dump({
         "school": "bench", "gateway": "tap-bench", "uplink": {"port": broker.port},
         "storage": {"path": str(workdir / "outbox.sqlite")}, "privacy": {"secret_file": str(workdir / "k")},
-        "devices": devices}))
+        "devices": devices, **sections}))
     gw = Gateway(cfg)
     task = asyncio.create_task(gw.run())
-    await asyncio.sleep(3)  # readers open their ports, telemetry flows
+    await asyncio.sleep(3)  # readers open their ports, telemetry flows, the models load
     results = []
     for rate in rates:
         readers = list(links)[: max(1, int(rate // 10))]
         for name in readers:
             side.written[name].clear()
             feedback[name].clear()
+        calls_before = {name: m.get("calls") or 0 for name, m in gw.model_entries().items()}
         taps = await asyncio.to_thread(side.tap_for, seconds, rate, readers)
         await asyncio.sleep(1.0)
+        models = gw.model_entries()
         latencies = [1000 * (f - w) for name in readers
                      for w, f in zip(side.written[name], feedback[name], strict=False)]
         answered = sum(min(len(side.written[n]), len(feedback[n])) for n in readers)
         results.append({"taps_per_s": rate, "readers": len(readers), "taps": taps, "answered": answered,
                         "telemetry_dps": telemetry_dps, "p50_ms": round(statistics.median(latencies), 2),
                         "p99_ms": round(percentile(latencies, 99), 2), "max_ms": round(max(latencies), 2),
-                        "sync": cfg.storage.sync})
+                        "sync": cfg.storage.sync, "variant": variant,
+                        "rss_mb": round(gw.health_values()["rss_bytes"] / 2**20, 1),
+                        "models_loaded": sum(bool(m.get("loaded")) for m in models.values()),
+                        "model_calls_per_s": round(sum((m.get("calls") or 0) - calls_before.get(n, 0)
+                                                       for n, m in models.items()) / (seconds + 1.0), 1),
+                        "model_p99_ms": max((m.get("p99_ms") or 0.0 for m in models.values()), default=None),
+                        "model_overruns": sum(m.get("overruns") or 0 for m in models.values())})
         print(json.dumps(results[-1]), flush=True)
     gw.stop()
     await task
@@ -141,6 +187,17 @@ if __name__ == "__main__":
     ap.add_argument("--rates", type=float, nargs="+", default=[1, 10, 100])
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--telemetry-dps", type=int, default=2000)
+    ap.add_argument("--variants", nargs="+", choices=["none", "models"], default=["none", "models"],
+                    help="each runs in a child process of its own, one after the other")
+    ap.add_argument("--model-interval-s", type=float, default=0.1, help="the model devices' reading interval")
+    ap.add_argument("--child", choices=["none", "models"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tap-bench-") as tmp:
-        asyncio.run(run(args.rates, args.seconds, args.telemetry_dps, Path(tmp)))
+    if args.child:
+        with tempfile.TemporaryDirectory(prefix="tap-bench-") as tmp:
+            asyncio.run(run(args.rates, args.seconds, args.telemetry_dps, Path(tmp), args.child,
+                            args.model_interval_s))
+    else:
+        for variant in args.variants:
+            subprocess.run([sys.executable, __file__, "--child", variant, "--rates", *map(str, args.rates),
+                            "--seconds", str(args.seconds), "--telemetry-dps", str(args.telemetry_dps),
+                            "--model-interval-s", str(args.model_interval_s)], check=True)

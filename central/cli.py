@@ -1,6 +1,6 @@
 """Central's commands, one typer app: ``ingest``, ``central`` (pages), ``keygen``/``sign``/``send``, ``events``,
-``library-report``, ``central-check``, ``central-doctor``, and the operations centre's ``api``, ``api-key`` and
-``report``. ``edugate.cli.main`` adds them to the ``edugate``
+``library-report``, ``central-check``, ``central-doctor``, and the operations centre's ``api``, ``api-key``,
+``report`` and ``push``. ``edugate.cli.main`` adds them to the ``edugate``
 command with :func:`register`; ``python -m edugate.central.cli`` runs them alone (a central server without the
 gateway's)."""
 
@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from edugate.central.api.cli import api, api_key
+from edugate.central.assets.cli import assets_app
+from edugate.central.cert_renewal import renew_certificate
 from edugate.central.cli_common import central_config_or_exit
 from edugate.central.cli_events import events
 from edugate.central.cli_ingest import ingest
@@ -19,6 +21,7 @@ from edugate.central.cli_pages import central
 from edugate.central.command_tools import keygen, send, sign
 from edugate.central.ingest.doctor import central_doctor
 from edugate.central.library_report import library_report
+from edugate.central.push.cli import push
 from edugate.central.reports.supervision import report
 
 
@@ -29,6 +32,9 @@ def central_check(
     cfg = central_config_or_exit(config)
     workers = f"ingest worker {cfg.ingest.client_id}" if cfg.ingest.client_id else "no ingest.client_id (give " \
         "--client-id to each worker)"
+    if cfg.ingest.transport != "mqtt":  # the workers' queue is elsewhere (docs/central.md, sections 6 and 8)
+        servers = cfg.ingest.amqp.servers if cfg.ingest.transport == "amqp" else cfg.ingest.nats.servers
+        workers += f" consuming over {cfg.ingest.transport} from {len(servers)} node(s)"
     typer.echo(f"{config}: OK: broker {', '.join(cfg.broker.brokers)}{' (TLS)' if cfg.broker.tls else ''}, "
                f"store {cfg.store.url}, {workers}, pages on {cfg.pages.host}:{cfg.pages.port}, "
                f"event log {cfg.events.db or 'off'}")
@@ -47,6 +53,9 @@ def register(cli: typer.Typer) -> None:
     cli.command(name="api")(api)  # the operations centre (issue 21)
     cli.add_typer(api_key, name="api-key")
     cli.add_typer(report, name="report")
+    cli.add_typer(push, name="push")  # the warehouse deliveries (issue 21)
+    cli.add_typer(assets_app, name="assets")  # the asset registry of every school (issue 16)
+    cli.command(name="renew-certificate")(renew_certificate)  # gateways' TLS certificates over the downlink (18)
 
 
 app = typer.Typer(name="edugate-central", help="EduGate central: ingest, fleet pages, signed commands, reports.",

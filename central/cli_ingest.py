@@ -115,7 +115,10 @@ def ingest(
         raise typer.BadParameter(str(exc)) from None
 
     setup_logging(level)
-    worker = IngestWorker(ingest_cfg) if section.transport == "mqtt" else _nats_worker(ingest_cfg, section.nats)
+    if section.transport == "amqp":
+        worker = _amqp_worker(ingest_cfg, section.amqp)
+    else:
+        worker = IngestWorker(ingest_cfg) if section.transport == "mqtt" else _nats_worker(ingest_cfg, section.nats)
     if cfg.events.postgres_dsn:  # the shared event database instead of the SQLite file (docs/central.md)
         from edugate.central.eventstore_pg import PgEventStore
 
@@ -139,6 +142,19 @@ def _nats_worker(ingest_cfg: Any, nats: Any) -> Any:
     return NatsIngestWorker(ingest_cfg, NatsSettings(
         servers=tuple(nats.servers), stream=nats.stream, durable=nats.durable, replicas=nats.replicas,
         max_bytes=nats.max_bytes_mb * 1024 * 1024, ack_wait_s=nats.ack_wait_s))
+
+
+def _amqp_worker(ingest_cfg: Any, amqp: Any) -> Any:
+    """``ingest.transport: amqp``: a competing consumer of the RabbitMQ quorum queue (central/ingest/amqp_worker.py)."""
+    from edugate.central.ingest.amqp_worker import AmqpIngestWorker, AmqpSettings, with_password
+
+    password = _read_secret(amqp.password_file, "AMQP password")
+    try:
+        servers = tuple(with_password(url, password) for url in amqp.servers)
+    except ValueError as exc:
+        raise typer.BadParameter(f"ingest.amqp.servers: {exc}", param_hint="--config") from None
+    return AmqpIngestWorker(ingest_cfg, AmqpSettings(servers=servers, queue=amqp.queue, replicas=amqp.replicas,
+                                                     prefetch=amqp.prefetch))
 
 if __name__ == "__main__":
     typer.run(ingest)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit, given, log_level_or_exit, setup_logging
-from edugate.central.config import override_broker
+from edugate.central.config import CentralConfig, override_broker
 from edugate.central.urls import check_store_url
+
+if TYPE_CHECKING:
+    from edugate.central.assets.registry import EventSource
+    from edugate.central.web.assets import AssetPages
+    from edugate.central.web.pages import StateFollower
 
 UsersOpt = Annotated[Path | None, typer.Option("--users-file", help="Who may log in (default: web-users.json in "
                                                "--data-dir); edit with 'edugate web-user ... --users-file'.")]
@@ -46,6 +51,7 @@ def central(
 ) -> None:
     """Central fleet pages: every gateway's state (from the broker) with backlog, alerts and plots (from the store)."""
     from edugate.central.web.pages import Central, StateFollower, Store, create_central_app, run_central
+    from edugate.common.web.audit_log import AUDIT_FILE, AuditLog
     from edugate.common.web.auth import SessionSigner, UserStore, load_or_create_secret
     from edugate.common.web.site import SiteAuth
 
@@ -71,7 +77,8 @@ def central(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     auth = SiteAuth(UserStore(users), SessionSigner(secret), cookie="edugate_central_session",
-                    setup_hint=f"edugate web-user add NAME --role admin --users-file {users}")
+                    setup_hint=f"edugate web-user add NAME --role admin --users-file {users}",
+                    audit=AuditLog(folder / AUDIT_FILE, "central"))
     address = broker_cfg.addresses[0]
     tls = broker_cfg.tls
     follower = StateFollower(address.host, address.port, broker_cfg.username, password,
@@ -79,7 +86,40 @@ def central(
                              broker=broker_cfg)
     hub = Central(follower, Store(store), given(timezone, pages.timezone))
     logging.getLogger(__name__).info("central pages for broker %s and store %s", address, store)
-    asyncio.run(run_central(hub, create_central_app(hub, auth), given(host, pages.host), given(port, pages.port)))
+    assets = asset_pages(cfg, follower, hub.timezone)
+    asyncio.run(run_central(hub, create_central_app(hub, auth, assets), given(host, pages.host),
+                            given(port, pages.port)))
+
+
+def asset_pages(cfg: CentralConfig, follower: StateFollower, timezone: str) -> AssetPages:
+    """The Equipment page's registry: the event store of central.yaml (none: the page says so), the schools'
+    declared counts, and each school's district (``api.districts``, else what its gateways' states say)."""
+    from edugate.central.assets.registry import RegistryWindow
+    from edugate.central.web.assets import AssetPages
+
+    configured = {school: d for d, schools in cfg.api.districts.items() for school in schools}
+
+    def districts() -> dict[str, str]:
+        seen = {school: d for (school, _gw), d in follower.districts.items() if d}
+        return seen | configured
+
+    events = cfg.events
+
+    def open_store() -> EventSource:
+        if events.postgres_dsn:
+            from edugate.central.eventstore_pg import PgEventStore  # psycopg: only when used
+
+            return PgEventStore(events.postgres_dsn)
+        assert events.db is not None
+        if not events.db.exists():
+            raise FileNotFoundError(f"{events.db}: no such event log yet (has 'edugate ingest' run?)")
+        from edugate.central.eventstore import EventStore
+
+        return EventStore(events.db)
+
+    window = RegistryWindow(cfg.assets.in_use_days, cfg.assets.missing_after_days, timezone)
+    has_store = events.db is not None or bool(events.postgres_dsn)
+    return AssetPages(open_store if has_store else None, window, cfg.assets.declared, districts)
 
 
 if __name__ == "__main__":

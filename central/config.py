@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edugate.central.assets.config import AssetsSection
+from edugate.central.push.url import check_push_url
 from edugate.central.urls import check_store_url, parse_broker_url
 from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, parse_address
 from edugate.common.yamlconfig import default_message, format_path, load_model
@@ -87,6 +89,27 @@ class StoreSection(StrictModel):
         return check_store_url(value)
 
 
+class AmqpSection(StrictModel):
+    """The RabbitMQ cluster the workers consume from with ``ingest.transport: amqp`` (docs/central.md, section 8)."""
+
+    servers: list[str] = Field(["amqp://guest:guest@127.0.0.1:5672/"], min_length=1,
+                               description="amqp://user:password@host:port/ of each node (tried in turn).")
+    password_file: Path | None = Field(None, description="File holding the AMQP password (replaces the one in "
+                                       "the URLs, which then carry only the user).")
+    queue: str = Field("edugate-ingest", pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="The quorum queue the "
+                       "gateways' messages are routed to (declared by the first worker).")
+    replicas: int = Field(3, ge=1, le=7, description="Replicas of the quorum queue (one per node).")
+    prefetch: int = Field(2000, ge=1, le=65535, description="Deliveries a worker holds unacknowledged at most.")
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for i, url in enumerate(value):
+            if not url.startswith(("amqp://", "amqps://")):
+                raise ValueError(f"servers[{i}] {url!r}: use amqp://user@host:port/ (or amqps://)")
+        return value
+
+
 class NatsSection(StrictModel):
     """The NATS JetStream cluster the workers pull from with ``ingest.transport: nats`` (docs/central.md)."""
 
@@ -116,8 +139,11 @@ class IngestSection(StrictModel):
     stats_file: Path | None = Field(None, description="Write counters and the fleet table here (JSON).")
     stats_interval_s: float = Field(1.0, ge=0.01, description="Seconds between two writes of stats_file.")
     summary_interval_s: float = Field(10.0, ge=0, description="Seconds between INFO summaries (0: none).")
-    transport: Literal["mqtt", "nats"] = Field("mqtt", description="'mqtt': subscribe at the broker (Mosquitto); "
-                                               "'nats': pull from a NATS JetStream stream (see nats).")
+    transport: Literal["mqtt", "nats", "amqp"] = Field(
+        "mqtt", description="'mqtt': subscribe at the broker (Mosquitto); 'nats': pull from a NATS JetStream stream "
+        "(see nats); 'amqp': consume a RabbitMQ quorum queue (see amqp; the cluster setup that keeps every "
+        "acknowledged message, docs/central.md).")
+    amqp: AmqpSection = Field(default_factory=AmqpSection)
     nats: NatsSection = Field(default_factory=NatsSection)
 
     @field_validator("group")
@@ -188,6 +214,67 @@ class ApiSection(StrictModel):
     cache_s: float = Field(60.0, ge=0, description="Seconds a period's figures are reused between requests.")
     districts: dict[str, list[str]] = Field(default_factory=dict, description="District id -> its school ids "
                                             "(schools not listed are in district 'unassigned').")
+    expected_students: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="School id -> room -> the students expected in that room in each "
+        "timetable period (its class): what presence_rate_pct divides by (docs/metrics.md).")
+
+    @field_validator("expected_students")
+    @classmethod
+    def _expected(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for school, rooms in value.items():
+            for room, students in rooms.items():
+                if students < 1:
+                    raise ValueError(f"{school}: room {room!r}: {students} students expected; give 1 or more, or "
+                                     "leave the room out")
+        return value
+
+
+class PushRetry(StrictModel):
+    """How a failed delivery is retried: after attempt n, wait min(max_s, initial_s x factor^(n-1))."""
+
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before a batch goes to the dead letters.")
+    initial_s: float = Field(30.0, gt=0, description="Wait after the first failed attempt.")
+    factor: float = Field(2.0, ge=1, description="Each further wait is this many times the previous one.")
+    max_s: float = Field(3600.0, gt=0, description="No wait longer than this.")
+    timeout_s: float = Field(30.0, gt=0, description="An attempt with no answer after this has failed.")
+
+
+class PushSection(StrictModel):
+    """Signed, idempotent deliveries of the anonymised figures to the department's warehouse (``edugate push``):
+    docs/operations-centre.md."""
+
+    url: str | None = Field(None, description="http(s):// URL the batches are POSTed to (none: no push).")
+    secret_file: Path | None = Field(None, description="File holding the shared HMAC-SHA256 secret (at least "
+                                     "32 characters; 'openssl rand -hex 32'). Required with url.")
+    schedule: str = Field("30 2 * * *", description="Cron expression (minute hour day month weekday, in "
+                          "pages.timezone) of the runs of 'edugate push run'.")
+    periods: list[Literal["day", "week", "month", "half"]] = Field(
+        ["day", "month"], min_length=1, description="Each run sends the last complete period of each of these.")
+    batch_rows: int = Field(500, ge=1, le=100_000, description="Figure rows per delivery at most.")
+    state_db: Path = Field(Path("/var/lib/edugate-central/push.sqlite"), description="SQLite file of the batches "
+                           "made, their deliveries and the dead letters.")
+    retry: PushRetry = Field(default_factory=PushRetry)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_push_url(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from croniter import croniter  # type: ignore[import-untyped]  # central extra only
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (5 fields: minute hour day month weekday, "
+                             "e.g. '30 2 * * *' for 02:30 every day)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> PushSection:
+        if self.url is not None and self.secret_file is None:
+            raise ValueError("secret_file is required with url: every delivery is signed")
+        return self
 
 
 class CentralConfig(StrictModel):
@@ -201,6 +288,8 @@ class CentralConfig(StrictModel):
     pages: PagesSection = Field(default_factory=PagesSection)
     signing: SigningSection = Field(default_factory=SigningSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    push: PushSection = Field(default_factory=PushSection)
+    assets: AssetsSection = Field(default_factory=AssetsSection)  # issue 16: the central asset registry
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
 
     @field_validator("broker")
@@ -216,13 +305,18 @@ class CentralConfig(StrictModel):
         return self.model_copy(update={
             "broker": _resolved_broker(self.broker, base),
             "store": self.store.model_copy(update={"token_file": _resolve(self.store.token_file, base)}),
-            "ingest": self.ingest.model_copy(update={"stats_file": _resolve(self.ingest.stats_file, base)}),
+            "ingest": self.ingest.model_copy(update={
+                "stats_file": _resolve(self.ingest.stats_file, base),
+                "amqp": self.ingest.amqp.model_copy(update={"password_file": _resolve(self.ingest.amqp.password_file,
+                                                                                     base)})}),
             "events": self.events.model_copy(update={"db": _resolve(self.events.db, base)}),
             "pages": self.pages.model_copy(update={"data_dir": _resolve(self.pages.data_dir, base),
                                                    "users_file": _resolve(self.pages.users_file, base)}),
             "signing": self.signing.model_copy(update={"private_key": _resolve(self.signing.private_key, base),
                                                        "public_key": _resolve(self.signing.public_key, base)}),
             "api": self.api.model_copy(update={"keys_file": _resolve(self.api.keys_file, base)}),
+            "push": self.push.model_copy(update={"secret_file": _resolve(self.push.secret_file, base),
+                                                 "state_db": _resolve(self.push.state_db, base)}),
         })
 
 

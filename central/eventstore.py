@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_type_ts ON events (type, ts);
 CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_by_school_type_ts ON events (school, type, ts);
 """
 
 

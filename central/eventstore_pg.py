@@ -5,8 +5,9 @@ For central at city scale: every ingest worker (on any machine) writes to one da
 SQLite file (``eventstore.py``) stays the default for one machine; ``events.postgres_dsn`` in ``central.yaml``
 selects this one (:func:`open_event_store`).
 
-Indexes serve the queries ``edugate events`` and the pages make: by type and time, by time, and one gateway's
-events by time (its page). ``data`` is JSONB: its keys are queryable (``data->>'n'``) without a schema change.
+Indexes serve the queries ``edugate events`` and the pages make: by type and time, by time, one gateway's
+events by time (its page), and one school's events of a type by time (the asset registry, ``edugate assets``).
+``data`` is JSONB: its keys are queryable (``data->>'n'``) without a schema change.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_type_ts ON events (type, ts DESC);
 CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts DESC);
 CREATE INDEX IF NOT EXISTS events_by_gateway_ts ON events (school, gateway, ts DESC);
+CREATE INDEX IF NOT EXISTS events_by_school_type_ts ON events (school, type, ts DESC);
 """
 
 INSERT = """

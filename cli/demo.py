@@ -39,11 +39,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edugate.central.api.demo import DemoOperationsCentre
 from edugate.central.command_tools import Broker, send_envelope, write_keypair
-from edugate.cli.demo_pages import DemoPages
+from edugate.cli.demo_pages import OTHER_SCHOOLS, DemoPages
 from edugate.common.privacy import Pseudonymizer, load_or_create_key
 from edugate.contract.commands import load_private_key, sign_command
 from edugate.gateway.config import load_config
+from edugate.simulators.classroom_demo import start_classrooms
 from edugate.simulators.kit_node import KitNodeProcess
 from edugate.simulators.library_demo import start_library
 from edugate.simulators.modbus import ModbusSimulator, SimulatorThread
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo-school.yaml"
+DEMO_CAMERA_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # the camera simulator's video
 # What the model stage scores in the demo (added to the gateway's config only where the [ml] extra is installed:
 # without the stage, a `models` section would be an unknown key)
 DEMO_MODELS: dict[str, Any] = {"anomaly": [{"device": "lab2-fridge", "kind": "fridge"}],
@@ -137,6 +140,7 @@ class DemoSchool:
     gateway_config: Path = field(init=False)
     students: StudentFlow | None = None
     library_processes: list[str] = field(default_factory=list)
+    classroom_processes: list[str] = field(default_factory=list)
     feeds: list[ModelFeed] = field(default_factory=list)
     kit: KitNodeProcess | None = None
     notes: list[str] = field(default_factory=list)  # what runs, and what is left out for a missing extra
@@ -148,6 +152,7 @@ class DemoSchool:
         self.store = VictoriaMetrics(self.workdir / "victoria-metrics")
         self.gateway_config = self.workdir / "gateway.yaml"
         self.pages = DemoPages(self.workdir)  # web pages: gateway, other schools, central (gateway/web/demo.py)
+        self.ioc: DemoOperationsCentre | None = None  # central's open API and reports (issue 21)
 
     def start(self) -> None:
         self.broker.start()
@@ -164,6 +169,7 @@ class DemoSchool:
         raw["downlink"] = {"enabled": True, "public_keys": [str(public_key)]}
         self._start_students(raw)
         self.library_processes = start_library(raw, self.workdir, self._spawn)
+        self.classroom_processes = start_classrooms(raw, self.workdir, self._spawn)  # boards, projectors (issue 16)
         for dev in raw["devices"]:
             if dev.get("driver") == "modbus" and dev.get("transport", "tcp") == "tcp":
                 dev["port"] = port_map[(dev["host"], dev["port"])]
@@ -172,11 +178,19 @@ class DemoSchool:
         self.gateway_config.write_text(yaml.safe_dump(raw, sort_keys=False))
         load_config(self.gateway_config)  # fail here, clearly, if the rewrite broke anything
         self._spawn("ingest", [sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "demo-ingest-1",
-                               "--broker", self.broker.url, "--store-url", self.store.url])
-        self._spawn("gateway", [sys.executable, "-m", "edugate.cli.main", "run", str(self.gateway_config)],
+                               "--broker", self.broker.url, "--store-url", self.store.url,
+                               "--events-db", str(self.workdir / "central-events.sqlite")])
+        self._spawn("gateway", [sys.executable, "-m", "edugate.cli", "run", str(self.gateway_config)],
                     env=gateway_env)
-        for name, argv in self.pages.processes(self.broker.port, self.broker.url, self.store.url).items():
+        self.ioc = DemoOperationsCentre(
+            self.workdir / "central-ioc", self.store.url, self.workdir / "central-events.sqlite",
+            {self.school: raw.get("district", "unassigned"), **{s: d for s, (d, _) in OTHER_SCHOOLS.items()}},
+            float(raw["uplink"].get("health_interval_s", 30)))
+        central_yaml = self.ioc.configure()  # central's pages read its event store too (the Equipment page)
+        for name, argv in self.pages.processes(self.broker.port, self.broker.url, self.store.url,
+                                               central_yaml).items():
             self._spawn(name, argv)
+        self._spawn("central-api", self.ioc.argv())
 
     def _start_simulators(self, raw: dict[str, Any]) -> dict[tuple[str, int], int]:
         endpoints: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
@@ -221,6 +235,11 @@ class DemoSchool:
             raw["models"] = DEMO_MODELS
             self.notes.append("on-device models: anomaly (lab2-fridge, its door left open after 40 simulated "
                               "minutes) and occupancy (c10a-env), one simulated minute per second")
+            if not _missing("cv2") and DEMO_CAMERA_VIDEO.is_file():  # a camera counting people (issue 14)
+                raw["devices"].append({"id": "c10a-cam", "driver": "camera", "room": "class-10a",
+                                       "source": str(DEMO_CAMERA_VIDEO), "sample_every_s": 2, "interval_s": 10})
+                self.notes.append("camera c10a-cam: people counted in memory in Debian's pedestrian video "
+                                  "(opencv-doc), one frame every 2 s; only the count leaves the gateway")
         probes = [d for d in raw["devices"] if d.get("driver") == "ble"]
         if probes and (missing := _missing("bleak", "bthome_ble")):
             raw["devices"] = [d for d in raw["devices"] if d.get("driver") != "ble"]
@@ -290,7 +309,8 @@ class DemoSchool:
 
     def stop(self) -> None:
         self.pages.stop(self.processes)
-        for name in ("gateway", "ingest", *self.library_processes, "ble-air"):
+        for name in ("gateway", "ingest", *self.library_processes, *self.classroom_processes, "ble-air",
+                     "central-api"):
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -417,6 +437,8 @@ def run_demo(duration: float | None, workdir: Path | None, refresh_s: float = 2.
             for note in demo.notes:
                 console.print(note, markup=False)
             console.print(demo.pages.banner())
+            if demo.ioc is not None:
+                console.print(demo.ioc.banner(), markup=True, highlight=False)
             started = time.time()
             answer = demo.push_allowlist_when_online()
             console.print(f"central pushed the lab door's allow-list (signed command): {answer.get('status')}")
@@ -431,5 +453,7 @@ def run_demo(duration: float | None, workdir: Path | None, refresh_s: float = 2.
             console.print(f"[red]{exc}[/]")
             return 1
         finally:
+            if demo.ioc is not None and demo.store.running:
+                console.print(demo.ioc.report_note(kept=workdir is not None), markup=False)
             demo.stop()
     return 0

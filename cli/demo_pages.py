@@ -47,8 +47,10 @@ class DemoPages:
                                      if any(d.get("id") == dev for d in raw.get("devices", []))}}
         UserStore(self.users_file).add(DEMO_USER, "admin", self.password, replace=True)
 
-    def processes(self, broker_port: int, broker_url: str, store_url: str) -> dict[str, list[str]]:
-        """name -> argv of the other schools' gateways and of central's pages."""
+    def processes(self, broker_port: int, broker_url: str, store_url: str,
+                  central_config: Path | None = None) -> dict[str, list[str]]:
+        """name -> argv of the other schools' gateways and of central's pages (with ``central_config``, the demo's
+        central.yaml: its event store feeds the Equipment page)."""
         out: dict[str, list[str]] = {}
         for school, (district, gateway) in OTHER_SCHOOLS.items():
             folder = self.workdir / school
@@ -63,11 +65,12 @@ class DemoPages:
                             {"id": "hall-probe", "driver": "synthetic", "room": "hall", "interval_s": 10,
                              "values": 1}],
             }, sort_keys=False))
-            out[f"gateway-{school}"] = [sys.executable, "-m", "edugate.cli.main", "run", str(config)]
+            out[f"gateway-{school}"] = [sys.executable, "-m", "edugate.cli", "run", str(config)]
         out["central-pages"] = [sys.executable, "-m", "edugate.cli.main", "central", "--broker", broker_url,
-            "--store-url",
-                          store_url, "--port", str(self.central_port), "--data-dir", str(self.workdir / "central"),
-                          "--users-file", str(self.users_file), "--client-id", "demo-central"]
+                                "--store-url", store_url, "--port", str(self.central_port),
+                                "--data-dir", str(self.workdir / "central"), "--users-file", str(self.users_file),
+                                "--client-id", "demo-central",
+                                *(["--config", str(central_config)] if central_config else [])]
         self.names = list(out)
         return out
 

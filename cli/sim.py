@@ -15,6 +15,7 @@ import typer
 
 SIMULATORS: dict[str, tuple[str, str]] = {
     "ble-probes": ("ble_probes", "BLE lab probes (BTHome, ATC/PVVX thermometers) advertising on a simulated air."),
+    "camera": ("camera", "A video for the camera driver (pedestrians or an empty classroom; needs the [ml] extra)."),
     "display-serial": ("display_serial", "RS-232 panels and projectors (LG, Epson ESC/VP21, BenQ) on a "
                                          "pseudo-terminal."),
     "em4100": ("em4100", "A 125 kHz EM4100 card reader (RDM6300-style) on a pseudo-terminal."),

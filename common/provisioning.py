@@ -9,7 +9,8 @@ docs/security.md).
   which has no ``/``, so it never collides with a gateway) for ``ingest`` and ``sender``.
 - The **ACL** gives each identity exactly what its role needs (:data:`ACL_TEMPLATE`, the file
   ``config/mosquitto/acl.template``): a gateway writes only its own telemetry, event, state and cmd-result
-  topics and reads only its own ``cmd/#``; ingest only reads; the command sender writes only ``cmd`` topics
+  topics and reads only its own ``cmd/#`` and ``stored``; ingest reads, and writes only the ``stored``
+  confirmations; the command sender writes only ``cmd`` topics
   (and reads the answers). An identity without a record gets no line, so it can do nothing.
 - Private keys are written with mode 0600 from the first byte (never world-readable, not even briefly).
 
@@ -45,6 +46,8 @@ LEAF_DAYS: Final = 397  # a gateway certificate lasts a school year and a month;
 RENEW_BEFORE_DAYS: Final = 30  # `edugate provision check` flags certificates closer than this to expiry
 
 CA_CERT, CA_KEY, RECORDS = "ca.pem", "ca.key", "records.jsonl"
+REVOKED, CRL = "revoked.jsonl", "crl.pem"  # the revocations, and the list the broker reads (crlfile)
+CRL_DAYS: Final = LEAF_DAYS  # past its next update the broker refuses EVERY client: write it again each year
 
 # The ACL, one block per role. Mosquitto reads it with acl_file; {identity}, {school}, {gateway} and {root} are
 # filled in per record. Kept identical to config/mosquitto/acl.template (a test checks it).
@@ -60,13 +63,15 @@ topic write {root}/{school}/{gateway}/event
 topic write {root}/{school}/{gateway}/state
 topic write {root}/{school}/{gateway}/cmd-result
 topic read {root}/{school}/{gateway}/cmd/#
+topic read {root}/{school}/{gateway}/stored
 #### ingest
-# central ingest {identity}: reads what gateways send, writes nothing
+# central ingest {identity}: reads what gateways send, writes only its confirmations of what it stored
 user {identity}
 topic read {root}/+/+/telemetry
 topic read {root}/+/+/event
 topic read {root}/+/+/state
 topic read $SYS/broker/version
+topic write {root}/+/+/stored
 #### sender
 # command sender {identity}: writes commands, reads their results
 user {identity}
@@ -89,6 +94,7 @@ use_identity_as_username true
 tls_version tlsv1.2
 allow_anonymous false
 acl_file {folder}/acl
+crlfile {folder}/crl.pem
 """
 
 
@@ -303,6 +309,56 @@ class CertificateAuthority:
         """Every certificate issued, the newest per identity last."""
         return list(read_records(self.folder / RECORDS))
 
+    # -------------------------------------------------------------- revocation
+
+    def revoke(self, identity: str, reason: str = "") -> list[str]:
+        """Revoke every certificate issued to ``identity`` that is not revoked yet; their serials (hex)."""
+        done = set(self.revoked_serials())
+        serials = [r.serial for r in self.records() if r.identity == identity and r.serial not in done]
+        if not serials and identity not in {r.identity for r in self.records()}:
+            raise ProvisioningError(f"no certificate was issued to {identity!r} by this CA")
+        at = _now().isoformat(timespec="seconds")
+        with (self.folder / REVOKED).open("a") as f:
+            for serial in serials:
+                f.write(json.dumps({"identity": identity, "serial": serial, "revoked_at": at, "reason": reason})
+                        + "\n")
+        return serials
+
+    def revoked_serials(self) -> dict[str, str]:
+        """Serial (hex) -> when it was revoked (ISO 8601)."""
+        path = self.folder / REVOKED
+        if not path.exists():
+            return {}
+        found: dict[str, str] = {}
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                found[str(raw["serial"])] = str(raw["revoked_at"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProvisioningError(f"{path}:{number}: not a revocation record ({exc})") from None
+        return found
+
+    def crl(self, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+        """The certificate revocation list of every revoked serial, valid ``days`` (write it again before)."""
+        now = _now()
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=days)))
+        for serial, at in sorted(self.revoked_serials().items()):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+                .revocation_date(datetime.datetime.fromisoformat(at)).build())
+        return builder.sign(self.key, hashes.SHA256())
+
+    def write_crl(self, path: Path, days: int = CRL_DAYS) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_bytes(self.crl(days).public_bytes(serialization.Encoding.PEM))
+        tmp.chmod(0o644)
+        tmp.replace(path)
+        return path
+
     def verify(self, cert: x509.Certificate) -> None:
         """Raise :class:`ProvisioningError` unless ``cert`` was signed by this CA."""
         try:
@@ -362,10 +418,13 @@ def acl_block(record: Record, template: str = ACL_TEMPLATE) -> str:
                                                     gateway=record.gateway or "", root=TOPIC_ROOT)
 
 
-def render_acl(records: Iterable[Record], template: str = ACL_TEMPLATE) -> str:
-    """The Mosquitto ``acl_file`` for ``records`` (one block per identity, each once; sorted)."""
+def render_acl(records: Iterable[Record], template: str = ACL_TEMPLATE, revoked: Iterable[str] = ()) -> str:
+    """The Mosquitto ``acl_file`` for ``records`` (one block per identity, each once; sorted). An identity whose
+    latest certificate's serial is in ``revoked`` gets no line (it can do nothing, even before the CRL is read)."""
     header, _ = _blocks(template)
+    gone = set(revoked)
     latest = {r.identity: r for r in records}
+    latest = {identity: r for identity, r in latest.items() if r.serial not in gone}
     parts = [header, *(acl_block(latest[identity], template) for identity in sorted(latest))]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
 

@@ -72,20 +72,34 @@ def gateway(school: Annotated[str, typer.Argument(help="School id.")],
 
 @app.command("batch")
 def batch(csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="Columns school,gateway[,brokers].")],
-          ca: CaDir, out: Out, broker: Brokers = None, days: Days = 397) -> None:
-    """One bundle per CSV row in OUT/SCHOOL/GATEWAY/ (a tray of SD cards). Every CSV problem is listed before
-    anything is issued."""
+          ca: CaDir, out: Out, broker: Brokers = None, days: Days = 397,
+          school_keys: Annotated[Path | None, typer.Option("--school-keys", help="Folder of the schools' "
+                                                           "pseudonymisation keys (<school>.key, made if missing): "
+                                                           "each bundle gets its school's as school.key.")] = None,
+          admin: Annotated[str | None, typer.Option("--admin", help="Give each gateway's pages a first admin "
+                                                    "user of this name with a random password (listed in "
+                                                    "OUT/admin-passwords.csv, 0600).")] = None) -> None:
+    """One bundle per CSV row in OUT/SCHOOL/GATEWAY/ (a tray of SD cards; copy one onto each card's boot
+    partition as edugate/, docs/operators.md). Every CSV problem is listed before anything is issued."""
+    from edugate.common.bundle_extras import add_admin, add_school_key, write_passwords
     from edugate.common.provisioning import ProvisioningError, gateway_bundle, read_batch
 
     authority = _ca(ca)
+    passwords: list[tuple[str, str, str, str]] = []
     try:
         rows = read_batch(csv_file, broker or DEFAULT_BROKERS)
         for row in rows:
-            gateway_bundle(out / row.school / row.gateway, row.school, row.gateway, brokers=row.brokers,
-                           ca=authority, days=days)
-    except ProvisioningError as exc:
+            folder = out / row.school / row.gateway
+            gateway_bundle(folder, row.school, row.gateway, brokers=row.brokers, ca=authority, days=days)
+            if school_keys is not None:
+                add_school_key(folder, row.school, school_keys)
+            if admin is not None:
+                passwords.append((row.school, row.gateway, admin, add_admin(folder, admin)))
+    except (ProvisioningError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(f"{out}: {len(rows)} gateway bundles; now run: edugate provision acl --ca {ca}")
+    if passwords:
+        typer.echo(f"{write_passwords(out, passwords)}: the admins' first passwords: hand them over, then delete it")
 
 
 @app.command("csr")
@@ -161,8 +175,28 @@ def broker(names: Annotated[list[str], typer.Argument(help="Host names/addresses
     write_pem(cert, out / "server.pem")
     write_pem(authority.cert, out / "ca.pem")
     (out / "edugate-tls.conf").write_text(render_tls_conf(install_folder, port))
-    (out / "acl").write_text(render_acl(authority.records()))
-    typer.echo(f"{out}: server.pem/server.key for {', '.join(names)}, ca.pem, edugate-tls.conf (port {port}), acl")
+    (out / "acl").write_text(render_acl(authority.records(), revoked=authority.revoked_serials()))
+    authority.write_crl(out / "crl.pem")  # Mosquitto needs one (empty at first) to start with crlfile
+    typer.echo(f"{out}: server.pem/server.key for {', '.join(names)}, ca.pem, edugate-tls.conf (port {port}), acl, "
+               "crl.pem")
+
+
+@app.command("web")
+def web(names: Annotated[list[str], typer.Argument(help="Names/addresses people type to reach the pages, e.g. "
+                                                   "192.168.10.5 gw1.thpt-lqd.edu.vn.")],
+        ca: CaDir, out: Out, days: Days = 397) -> None:
+    """A server certificate for a gateway's pages (web.tls: web.pem, web.key 0600) from the CA; the school's
+    computers must trust the CA (install ca.pem on them)."""
+    from edugate.common.provisioning import ProvisioningError, write_pem, write_private_key
+
+    authority = _ca(ca)
+    try:
+        cert, key = authority.issue_server(names, days=days)
+    except ProvisioningError as exc:
+        _fail(exc)
+    write_private_key(key, out / "web.key")
+    write_pem(cert, out / "web.pem")
+    typer.echo(f"{out}: web.pem/web.key for {', '.join(names)}: set web.tls.cert_file and key_file to them")
 
 
 @app.command("acl")
@@ -173,13 +207,47 @@ def acl(ca: CaDir, output: Annotated[Path | None, typer.Option("--output", "-o",
 
     authority = _ca(ca)
     try:
-        text = render_acl(authority.records())
+        text = render_acl(authority.records(), revoked=authority.revoked_serials())
     except ProvisioningError as exc:
         _fail(exc)
     if output:
         output.write_text(text)
     else:
         typer.echo(text, nl=False)
+
+
+@app.command("revoke")
+def revoke(ca: CaDir, school: Annotated[str, typer.Option("--school", help="The gateway's school.")],
+           gateway: Annotated[str, typer.Option("--gateway", help="The gateway (stolen, retired, compromised).")],
+           broker_folder: Annotated[Path, typer.Option("--broker-folder", help="Where the broker reads acl and "
+                                                       "crl.pem (rewritten here).")],
+           reason: Annotated[str, typer.Option("--reason", help="Why, for the record.")] = "") -> None:
+    """Revoke every certificate of a gateway: recorded in revoked.jsonl, the broker's CRL (crl.pem) and ACL written
+    again. Then restart Mosquitto (it reads the CRL when it starts); the ACL alone takes effect on SIGHUP."""
+    from edugate.common.provisioning import ProvisioningError, gateway_identity, render_acl
+
+    authority = _ca(ca)
+    try:
+        serials = authority.revoke(gateway_identity(school, gateway), reason)
+        (broker_folder / "acl").write_text(render_acl(authority.records(), revoked=authority.revoked_serials()))
+        authority.write_crl(broker_folder / "crl.pem")
+    except (ProvisioningError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"{school}/{gateway}: revoked {len(serials)} certificate(s) ({', '.join(serials) or 'none new'}); "
+               f"wrote {broker_folder / 'acl'} and {broker_folder / 'crl.pem'}: restart Mosquitto")
+
+
+@app.command("crl")
+def crl(ca: CaDir, output: Annotated[Path, typer.Option("--output", "-o", help="The broker's crl.pem.")]) -> None:
+    """Write the broker's certificate revocation list again (it is valid a year: past that the broker refuses
+    every client, so run this at least yearly, e.g. monthly from cron, then restart Mosquitto)."""
+    from edugate.common.provisioning import ProvisioningError
+
+    try:
+        _ca(ca).write_crl(output)
+    except (ProvisioningError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"{output}: written")
 
 
 @app.command("expiring")

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edugate.contract.ids import Id
+from edugate.contract.ids import COMMAND_NAME_PATTERN, Id
 
-NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,30}(\.[a-z][a-z0-9_-]{0,30}){0,4}$"
+NAME_PATTERN: Final = COMMAND_NAME_PATTERN
 """Command names: dotted lower-case words, e.g. ``ping``, ``device.command``, ``access.allowlist.set``."""
 COMMAND_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 """Command ids: a UUID or ULID in practice; at most 128 characters."""

@@ -19,3 +19,8 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 def is_id(text: str) -> bool:
     """True when ``text`` is a valid id."""
     return ID_RE.match(text) is not None
+
+
+COMMAND_NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,30}(\.[a-z][a-z0-9_-]{0,30}){0,4}$"
+"""Command names: dotted lower-case words, e.g. ``ping``, ``device.command``, ``access.allowlist.set``
+(here, not in :mod:`edugate.contract.commands`, so that registering a command needs no cryptography)."""

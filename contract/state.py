@@ -6,8 +6,10 @@ their device's :class:`DeviceState`. ``docs/asyncapi.yaml`` is tested against th
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Final, TypedDict
+from typing import Any, Final, TypedDict
 
 
 class DeviceState(StrEnum):
@@ -47,6 +49,18 @@ class DeviceEntry(TypedDict, total=False):
     room: str | None
 
 
+class ModelEntry(TypedDict, total=False):
+    """One on-device ONNX model in a state document's ``models`` object (keyed by model name)."""
+
+    version: str | None  # None: no version could be loaded
+    sha256: str | None  # of the file running
+    loaded: bool  # False: failed (see error) or not loaded (the rule runs instead)
+    error: str | None  # why the last load or swap failed
+    calls: int
+    overruns: int  # calls slower than their time budget
+    p99_ms: float | None  # over the last 2,000 calls; None before the first
+
+
 class StateDocument(TypedDict, total=False):
     """The retained ``edu/v1/{school}/{gateway}/state`` payload (a JSON object)."""
 
@@ -60,12 +74,15 @@ class StateDocument(TypedDict, total=False):
     district: str | None
     clock_synced: bool
     devices: dict[str, DeviceEntry]
+    models: dict[str, ModelEntry]  # the on-device models (issue 14); {} on a gateway without any
 
 
 STATE_FIELDS: Final = tuple(StateDocument.__annotations__)
 """Every field a state document may have."""
 DEVICE_ENTRY_FIELDS: Final = tuple(DeviceEntry.__annotations__)
 """Every field of one entry of ``devices``."""
+MODEL_ENTRY_FIELDS: Final = tuple(ModelEntry.__annotations__)
+"""Every field of one entry of ``models``."""
 
 GATEWAY_DEVICE: Final = "_gateway"
 """The device id of the gateway's own health record (a telemetry record on ``.../telemetry``)."""
@@ -76,6 +93,41 @@ HEALTH_CORE_VALUES: Final = ("uptime_s", "devices_online", "devices_offline", "c
 HEALTH_BOOLEAN_VALUES: Final = ("clock_synced", "uplink_connected")
 """The health record's booleans: JSON ``true``/``false``, the same type as the state document's ``clock_synced``
 (the store keeps them as 1/0). Every other health value is a number."""
+
+
+HEALTH_MODEL_VALUES: Final = ("loaded", "calls", "overruns", "p99_ms")
+"""Per on-device model, the health record holds ``model_<name>_<value>`` (:func:`model_health_key`; ``loaded``
+as 1/0, ``p99_ms`` once the model has been called); its version and SHA-256 are in the state document."""
+
+
+def model_health_key(model: str, value: str) -> str:
+    """The health record's value name for ``value`` of ``model``: (``anomaly-fridge``, ``calls``) ->
+    ``model_anomaly_fridge_calls``; the name is cut to 40 characters so that the key stays a valid value name."""
+    return "model_" + re.sub(r"[^a-z0-9]", "_", model.lower())[:40] + "_" + value
+
+
+def model_entries(statuses: Iterable[Mapping[str, Any]]) -> dict[str, ModelEntry]:
+    """The ``models`` of a state document from the services' status documents: each one's ``models`` (model name
+    -> the model engine's ``RunnerStatus``: the model stage's, the attendance checks')."""
+    entries: dict[str, ModelEntry] = {}
+    for status in statuses:
+        models = status.get("models")
+        for name, m in models.items() if isinstance(models, Mapping) else ():
+            if isinstance(m, Mapping):
+                entries[str(name)] = {k: m.get(k) for k in MODEL_ENTRY_FIELDS}  # type: ignore[assignment]
+    return entries
+
+
+def model_health_values(entries: Mapping[str, ModelEntry]) -> dict[str, float | int]:
+    """The health record's numeric values of ``entries`` (see :data:`HEALTH_MODEL_VALUES`)."""
+    values: dict[str, float | int] = {}
+    for name, entry in sorted(entries.items()):
+        values[model_health_key(name, "loaded")] = int(bool(entry.get("loaded")))
+        for key in ("calls", "overruns", "p99_ms"):
+            number = entry.get(key)
+            if isinstance(number, int | float) and not isinstance(number, bool):
+                values[model_health_key(name, key)] = number
+    return values
 
 
 def offline_will() -> StateDocument:

@@ -19,6 +19,7 @@ class TopicKind(StrEnum):
     STATE = "state"  # gateway -> central: the retained state document (birth, last will)
     CMD = "cmd"  # central -> gateway: .../cmd/{name}, a signed command envelope
     CMD_RESULT = "cmd-result"  # gateway -> central: the outcome of a command
+    STORED = "stored"  # central -> gateway: the seq ranges central has stored (contract/stored.py)
 
 
 DATA_KINDS: Final = (TopicKind.TELEMETRY, TopicKind.EVENT)
@@ -50,6 +51,11 @@ def topic(school: str, gateway: str, kind: TopicKind | str) -> str:
 def cmd_topic(school: str, gateway: str, name: str) -> str:
     """``edu/v1/{school}/{gateway}/cmd/{name}``: where a signed command is published."""
     return f"{topic(school, gateway, TopicKind.CMD)}/{name}"
+
+
+def stored_topic(school: str, gateway: str) -> str:
+    """``edu/v1/{school}/{gateway}/stored``: where central's ingest confirms what it stored of this gateway."""
+    return topic(school, gateway, TopicKind.STORED)
 
 
 def subscription(kind: TopicKind | str, school: str = "+", gateway: str = "+") -> str:

@@ -24,7 +24,15 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
 
 from edugate.common.card_identity import CardIdentityRule, ReaderIdentity, canonical
 from edugate.contract.ids import ID_PATTERN as ID_PATTERN  # the wire contract's, re-exported for the drivers
@@ -53,6 +61,32 @@ class DeviceConfig(BaseModel):
     driver: str = Field(description="Driver name (a key of the 'edugate.drivers' entry points).")
     room: str | None = Field(None, max_length=64, description="Room or place, e.g. 'lab-2' or 'library'.")
     enabled: bool = Field(True, description="Set false to keep the entry but not run it.")
+
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Old option name -> its name now (issue 19: one name per setting across drivers). The old name is still
+    accepted, and ``edugate check`` and the gateway's log report it as deprecated, at its line."""
+    _old_names_used: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _accept_old_names(cls, data: Any, handler: ModelWrapValidatorHandler[DeviceConfig]) -> DeviceConfig:
+        used: list[str] = []
+        if cls.renamed and isinstance(data, Mapping):
+            data = dict(data)
+            for old, new in cls.renamed.items():
+                if old not in data:
+                    continue
+                if new in data:
+                    raise ValueError(f"{old!r} and {new!r} are one setting ({old!r} is its old name): keep {new!r}")
+                data[new] = data.pop(old)
+                used.append(old)
+        model = handler(data)
+        model._old_names_used = tuple(used)
+        return model
+
+    def deprecated_names(self) -> list[tuple[str, str]]:
+        """The old option names this entry used, each with its name now."""
+        return [(old, self.renamed[old]) for old in self._old_names_used]
 
 
 @dataclass

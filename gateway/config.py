@@ -16,12 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from edugate.common.card_identity import CardIdentityRule, check_readers
 from edugate.common.mqtt import BrokerAddress, BrokerConfig, BrokerText, MqttTls, ReconnectPolicy, parse_address
+from edugate.common.syslog5424 import SyslogConfig
 from edugate.common.yamlconfig import ConfigError, Problem, format_path, parse_mapping, read_text
 from edugate.common.yamlconfig import line_of as _line_of
 from edugate.drivers.base import ID_PATTERN, DeviceConfig
 from edugate.drivers.registry import broken_drivers, driver_classes, driver_names, load_drivers
 from edugate.gateway.downlink.config import DownlinkConfig
-from edugate.gateway.services.registry import broken_services, config_sections, service_classes
+from edugate.gateway.services.registry import (
+    broken_services,
+    config_sections,
+    optional_service_names,
+    service_classes,
+)
 from edugate.gateway.web.config import WebConfig
 
 SCHEMA_VERSION = 1
@@ -55,6 +61,13 @@ class UplinkConfig(StrictModel):
     reconnect_max_s: float = Field(1.0, gt=0, le=300, description="Cap of the reconnect back-off; each delay is "
                                    "random in [0, cap] (full jitter) so that a fleet does not reconnect in lock-step.")
     health_interval_s: float = Field(30.0, gt=0, description="Period of the gateway health record.")
+    end_to_end_ack: bool = Field(True, description="Keep each record after the broker's PUBACK until central's "
+                                 "ingest confirms it stored it (on .../stored), so that a broker crash loses "
+                                 "nothing. Takes effect once central has confirmed anything (a central that never "
+                                 "confirms leaves the gateway deleting at the PUBACK); false: always at the PUBACK.")
+    confirm_timeout_s: float = Field(60.0, ge=1, le=86400, description="A record the broker acknowledged and "
+                                     "central has not confirmed this long after confirming later ones is sent "
+                                     "again (central stores it once); a reconnect sends every unconfirmed record.")
 
     @model_validator(mode="after")
     def _brokers_or_host(self) -> UplinkConfig:
@@ -130,6 +143,9 @@ class GatewayConfigBase(StrictModel):
     downlink: DownlinkConfig = Field(default_factory=DownlinkConfig)
     timezone: str = Field("Asia/Ho_Chi_Minh", description="IANA time zone of the school (timetable, bus routes).")
     web: WebConfig = Field(default_factory=WebConfig, description="The local status and live-readings pages.")
+    syslog: SyslogConfig | None = Field(None, description="Send security events (failed logins, refused "
+                                        "commands, ACL refusals, admin actions) to syslog as RFC 5424 "
+                                        "lines (docs/security.md).")
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -158,10 +174,11 @@ class GatewayConfigBase(StrictModel):
         return self
 
 
-def _service_fields() -> dict[str, Any]:
-    """One top-level key per config section the registered services declare (``timetable:``, ``bus:``...)."""
+def _service_fields(keys: frozenset[str] | None) -> dict[str, Any]:
+    """One top-level key per config section the registered services declare (``timetable:``, ``bus:``...);
+    an optional service's (``models:``) only when ``keys`` has it or is None."""
     fields: dict[str, Any] = {}
-    for key, section in config_sections(reserved=GatewayConfigBase.model_fields).items():
+    for key, section in config_sections(reserved=GatewayConfigBase.model_fields, keys=keys).items():
         if section.required:
             fields[key] = (section.model, Field(default_factory=section.model, description=section.description))
         else:
@@ -170,13 +187,16 @@ def _service_fields() -> dict[str, Any]:
 
 
 @cache
-def gateway_config_model(drivers: frozenset[str] | None = None) -> type[GatewayConfigBase]:
+def gateway_config_model(drivers: frozenset[str] | None = None,
+                         optional_services: frozenset[str] | None = None) -> type[GatewayConfigBase]:
     """The config model with the services' sections and ``devices`` typed by each driver's own config model.
 
     ``drivers`` limits it to those drivers (what :func:`parse_config` uses for a config whose devices
     all name installed drivers, so that only those are imported); None means every installed driver.
+    ``optional_services`` likewise limits the services registered with an extra (the ``models`` stage and its
+    onnxruntime) to those a config has a section for; None means all of them.
     """
-    fields: dict[str, Any] = {**_service_fields(),
+    fields: dict[str, Any] = {**_service_fields(optional_services),
                               "devices": (list[_device_union(drivers)], Field(default_factory=list))}  # type: ignore[misc]  # a union built at run time
     model: type[GatewayConfigBase] = create_model("GatewayConfig", __base__=GatewayConfigBase, **fields)
     return model
@@ -231,6 +251,8 @@ def _message(err: Any) -> str:
         return f"{err['input']!r} is not a valid id: use lower-case letters, digits, '-' and '_' (at most 63)"
     if kind == "extra_forbidden":
         broken = broken_services() if len(err["loc"]) == 1 else {}
+        if (key := err["loc"][0]) in broken and key in optional_service_names():  # e.g. models: without [ml]
+            return f"the {key!r} section's service cannot be loaded: {broken[key]}"
         if broken:  # the key may belong to a service that failed to load
             return "unknown key (a typo?, or the section of a service that cannot be loaded: " + \
                 "; ".join(f"{name}: {reason}" for name, reason in broken.items()) + ")"
@@ -256,7 +278,7 @@ def _duplicate_ids(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
 def _named_drivers(data: dict[str, Any]) -> frozenset[str] | None:
     """The drivers the devices name, if each names an installed, importable one; else None (every driver,
     so that the errors list what is known)."""
-    devices = data.get("devices")
+    devices = data.get("devices", [])
     if not isinstance(devices, list):
         return None
     names = {dev.get("driver") if isinstance(dev, dict) else None for dev in devices}
@@ -266,12 +288,17 @@ def _named_drivers(data: dict[str, Any]) -> frozenset[str] | None:
     return drivers if len(load_drivers(drivers)) == len(drivers) else None
 
 
+def _optional_sections(data: dict[str, Any]) -> frozenset[str]:
+    """The optional services (registered with an extra) whose section the config has."""
+    return optional_service_names().intersection(data)
+
+
 def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
     """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
     root, data, problems = parse_mapping(text, filename)
     problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg) for loc, msg in _duplicate_ids(data)]
     try:
-        cfg = gateway_config_model(_named_drivers(data)).model_validate(data)
+        cfg = gateway_config_model(_named_drivers(data), _optional_sections(data)).model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             msg = _message(err)
@@ -290,7 +317,10 @@ def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
 def config_warnings(cfg: GatewayConfigBase) -> list[tuple[tuple[str | int, ...], str]]:
     """What the services find valid but probably not meant (e.g. an attendance reader without a timetable)."""
     found: list[tuple[tuple[str | int, ...], str]] = []
-    for cls in service_classes().values():
+    for i, dev in enumerate(cfg.devices):  # issue 19: one name per setting across drivers
+        found += [(("devices", i, old), f"{old!r} is the old name of {new!r}: rename it (the old name is still "
+                   f"read, and will not be in EduGate 1.0)") for old, new in dev.deprecated_names()]
+    for cls in service_classes(type(cfg).model_fields).values():
         section = getattr(cfg, cls.section.key, None) if cls.section is not None else None
         found += cls.config_warnings(section, cfg.devices)
     return found

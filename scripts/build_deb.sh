@@ -4,7 +4,7 @@
 #
 # What it does: builds the project's wheel, makes a venv with Debian's own python3 (/usr/bin/python3, the
 # interpreter the package depends on) at the package's path /opt/edugate/venv inside a staging tree, installs
-# the wheel with its [gateway] extra there, rewrites the staging path out of the venv's scripts, adds the config
+# the wheel with its [gateway] and [audit] extras there, rewrites the staging path out of the venv's scripts, adds the config
 # (/etc/edugate/gateway.yaml, a conffile), the hardened unit (packaging/systemd/edugate.service), the docs and
 # the maintainer scripts (packaging/debian/), and builds the .deb with dpkg-deb --build --root-owner-group.
 #
@@ -39,7 +39,7 @@ WHEEL=$(ls "$WORK"/dist/edugate-*.whl)
 
 echo "build_deb: installing $(basename "$WHEEL")[gateway] into $VENV (staged)"
 "$PY" -m venv "$STAGE$VENV"
-"$STAGE$VENV/bin/pip" install -q --no-compile "$WHEEL[gateway]" > "$WORK/pip.log" 2>&1 \
+"$STAGE$VENV/bin/pip" install -q --no-compile "$WHEEL[gateway,audit]" > "$WORK/pip.log" 2>&1 \
   || { cat "$WORK/pip.log" >&2; exit 1; }
 # the venv was made at the staging path: its scripts' #! lines and pyvenv.cfg must name the installed path
 grep -rlI --null "$STAGE$VENV" "$STAGE$VENV/bin" "$STAGE$VENV/pyvenv.cfg" \
@@ -54,7 +54,11 @@ VERSION=$("$STAGE$VENV/bin/python" -c "from importlib.metadata import version; p
 echo "build_deb: staging the files"
 install -d "$STAGE/usr/bin" "$STAGE/etc/edugate" "$STAGE/lib/systemd/system" "$STAGE/var/lib/edugate" \
   "$STAGE/usr/share/doc/edugate/samples" "$STAGE/DEBIAN"
-ln -s "$VENV/bin/edugate" "$STAGE/usr/bin/edugate"
+# /opt/edugate/current names the version in use: the package's venv, or one a signed gateway.update installed
+# beside it under /opt/edugate/versions/ (gateway/update/installer.py). Installing or upgrading the package
+# points it back at the package's venv: the administrator's choice wins.
+ln -s venv "$STAGE/opt/edugate/current"
+ln -s /opt/edugate/current/bin/edugate "$STAGE/usr/bin/edugate"
 install -m 0640 packaging/debian/gateway.yaml "$STAGE/etc/edugate/gateway.yaml"
 install -m 0644 packaging/systemd/edugate.service "$STAGE/lib/systemd/system/edugate.service"
 install -m 0644 packaging/debian/copyright "$STAGE/usr/share/doc/edugate/copyright"

@@ -10,7 +10,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)  # central on a cluster (tests, docs/central.md)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)  # central's RabbitMQ cluster (tests start their own nodes)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)  # the PostgreSQL event store
+[ -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] || need_apt+=(opencv-doc)  # the people counter's labelled frames (ml_models/people)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   apt-get update -q
@@ -18,6 +20,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian's mosquitto package may start a system broker where an init system runs; EduGate never uses
 # it: tests and the demo start their own brokers on free loopback ports.
+# The same for rabbitmq-server: where an init system started one, stop it (systemctl disable --now
+# rabbitmq-server); the tests' nodes use their own ports, Erlang cookie and epmd port.
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -17,7 +17,7 @@ In a test (one event loop)::
         sim.sent  # what was sent, epoch by epoch (positions as the NMEA text encodes them)
 
 From a shell: ``python -m edugate.simulators.gps_nmea --link /tmp/edugate/ttyGPS`` (then point a
-``gps-nmea`` device's ``serial_port`` at that path).
+``gps-nmea`` device's ``port`` at that path).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from typing import Any, Literal, TypeVar
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.device import ModbusDeviceIdentification
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -231,6 +232,7 @@ class ModbusSimulator:
         update_interval_s: float = 1.0,
         day_s: float = DAY_S,
         seed: int | None = None,
+        identity: Mapping[str, str] | None = None,
     ) -> None:
         if not units:
             raise ValueError("at least one unit is needed")
@@ -250,6 +252,12 @@ class ModbusSimulator:
             rng = random.Random(master.getrandbits(64))
             values = {r.name: SimValue(r.sim, rng, day_s) for r in profile.registers}
             self.units[unit] = SimUnit(unit, ref, profile, values)
+        first = self.units[min(self.units)].profile
+        self.identity: dict[str, str] = dict(identity) if identity is not None else {
+            "VendorName": "EduSim", "ProductCode": (first.models or ["SIM"])[0], "MajorMinorRevision": "1.0",
+            "ProductName": first.description[:60], "ModelName": (first.models or ["SIM"])[0]}
+        """What Read Device Identification (function 43/14) answers, the same for every unit of the server
+        (pymodbus keeps one identity per server); ``identity={}`` answers with no objects."""
         self.null_modem: NullModem | None = None
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._answering: int | None = None  # unit of the response being sent (between trace_pdu and trace_packet)
@@ -278,17 +286,19 @@ class ModbusSimulator:
         devices = [SimDevice(u.unit, simdata=self._simdata(u), action=functools.partial(self._action, u))
                    for u in self.units.values()]
         devices.append(SimDevice(0, simdata=self._simdata(None)))  # any other unit id
+        identity = ModbusDeviceIdentification(info_name=self.identity)  # function 43/14
         server: ModbusTcpServer | ModbusSerialServer
         if self.transport == "tcp":
             server = ModbusTcpServer(devices, address=(self.host, self.port), trace_packet=self._trace_packet,
-                                     trace_pdu=self._trace_pdu)
+                                     trace_pdu=self._trace_pdu, identity=identity)
         else:
             if self.null_modem is None:
                 self.null_modem = NullModem()
                 self.null_modem.open()
             server = ModbusSerialServer(devices, port=self.null_modem.server_path, baudrate=self.baudrate,
                                         parity=self.parity, stopbits=self.stopbits, reconnect_delay=0,
-                                        trace_packet=self._trace_packet, trace_pdu=self._trace_pdu)
+                                        trace_packet=self._trace_packet, trace_pdu=self._trace_pdu,
+                                        identity=identity)
         await server.serve_forever(background=True)
         self._server = server
 

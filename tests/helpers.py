@@ -122,7 +122,7 @@ class Collector:
         kind = msg.topic.rsplit("/", 1)[-1]
         with self.lock:
             self.raw.append(msg.topic.encode() + b" " + bytes(msg.payload))
-        if "/cmd" in msg.topic:
+        if "/cmd" in msg.topic or kind == "stored":  # commands, and central's confirmations: not records
             return
         payload = json.loads(msg.payload) if msg.payload else None
         with self.lock:
@@ -212,7 +212,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edugate.cli.main", "run", str(self.config_path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edugate.cli", "run", str(self.config_path)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
         RUNNING.add(self.proc)
         log.close()

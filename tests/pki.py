@@ -95,6 +95,7 @@ def provisioned_broker(folder: Path, gateways: list[tuple[str, str]]) -> Iterato
     write_private_key(key, broker_dir / "server.key")
     write_pem(ca.cert, broker_dir / "ca.pem")
     (broker_dir / "acl").write_text(render_acl(ca.records()))
+    ca.write_crl(broker_dir / "crl.pem")  # the listener reads it (crlfile): empty until a revocation
     # the helpers' plain listener needs anonymous clients for its readiness check; the ACL gives them nothing
     conf = render_tls_conf(broker_dir, port).replace("allow_anonymous false", "allow_anonymous true")
     broker = Mosquitto(folder / "mosquitto", extra_conf=conf)

@@ -138,7 +138,8 @@ class Sources:
             cached = self._cache.get(period.name)
             if cached is None or time.monotonic() - cached[0] > self.settings.cache_s:
                 schools = school_figures(self.store_url, self.events_db, period, now,
-                                         self.settings.health_interval_s, self.events_dsn)
+                                         self.settings.health_interval_s, self.events_dsn,
+                                         self.settings.expected_students)
                 self._cache[period.name] = cached = (time.monotonic(), schools)
                 if len(self._cache) > 256:
                     self._cache.pop(next(iter(self._cache)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -69,10 +70,12 @@ def key_list(keys_file: KeysFileOpt = None, config: CentralConfigOpt = None) -> 
 def api(config: CentralConfigOpt = None,
         host: Annotated[str | None, typer.Option(help="[default: api.host]", show_default=False)] = None,
         port: Annotated[int | None, typer.Option(help="[default: api.port]", show_default=False)] = None) -> None:
-    """Serve the operations centre's open API (/api/v1: anonymised indicators; docs/api)."""
+    """Serve the operations centre's open API (/api/v1: anonymised indicators; docs/api). Also writes each
+    school's district (api.districts) to the store every 5 minutes, for the Grafana dashboards."""
     import logging
 
     from edugate.central.api.app import Sources, build_api
+    from edugate.central.indicators import areas  # influxdb-client: only when serving
     from edugate.common.web.serve import serve_app
 
     cfg = central_config_or_exit(config)
@@ -86,5 +89,10 @@ def api(config: CentralConfigOpt = None,
     except keyfile.KeyFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
+    stop = threading.Event()
+    if cfg.api.districts:  # for the operations centre's Grafana dashboards (per district)
+        threading.Thread(target=areas.keep_writing, args=(cfg.store, cfg.api.districts, stop), daemon=True,
+                         name="school-districts").start()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_app(app, host or cfg.api.host, port or cfg.api.port, "api"))
+    stop.set()

@@ -10,7 +10,8 @@ The rule (``docs/metrics.md``, anonymisation):
 * a filter (district, school, indicator) only selects rows: the rows themselves never depend on it, so two
   overlapping queries return the same figure for the same area, never two sums to subtract;
 * periods are whole calendar buckets (``periods.py``): no arbitrary ranges to difference;
-* rows carry area ids (city, district, school) only: never a gateway, device, room, card or pseudonym.
+* rows carry area ids (city, district, school) only: never a gateway, device, room, card or pseudonym;
+* a rate of children's actions (presence) is computed from its numerator anonymised as above.
 """
 
 from __future__ import annotations
@@ -45,10 +46,38 @@ def anonymise(indicator: Indicator, value: float | None, rule: Rule) -> tuple[fl
         return None, "no_data"
     if not indicator.personal or value == 0:
         return value, "ok"
+    return _count(value, rule)
+
+
+def _count(value: float, rule: Rule) -> tuple[float | None, Status]:
+    if value == 0:
+        return 0.0, "ok"
     if value < rule.k:
         return None, "suppressed"
     base = rule.base
     return float(max(base, int(value / base + 0.5) * base)), "ok"
+
+
+def anonymise_rate(indicator: Indicator, figures: Figures, rule: Rule) -> tuple[float | None, Status]:
+    """A rate of children's actions (presence): its numerator is anonymised as a count first (suppressed below k,
+    rounded), so the rate times its denominator (known: the expected students) never gives back a hidden count;
+    a denominator below k is suppressed too."""
+    if figures.value(indicator) is None or indicator.denominator is None:
+        return None, "no_data"
+    denominator = figures.components[indicator.denominator]
+    if denominator < rule.k:
+        return None, "suppressed"
+    published, status = _count(figures.components[indicator.numerator], rule)
+    if published is None:
+        return None, status
+    return round(min(100.0, 100.0 * published / denominator), 1), "ok"
+
+
+def published(indicator: Indicator, figures: Figures, rule: Rule) -> tuple[float | None, Status]:
+    """What ``rows`` publishes for one area and indicator."""
+    if indicator.personal and indicator.kind == "percent":
+        return anonymise_rate(indicator, figures, rule)
+    return anonymise(indicator, figures.value(indicator), rule)
 
 
 def rows(schools: Mapping[str, Figures], districts: Mapping[str, Iterable[str]], period: Period,
@@ -64,7 +93,7 @@ def rows(schools: Mapping[str, Figures], districts: Mapping[str, Iterable[str]],
     levels += [("school", s, where.get(s, "unassigned"), f) for s, f in by_school.items()]
     for level, area, district, figures in levels:
         for indicator in CATALOGUE:
-            value, status = anonymise(indicator, figures.value(indicator), rule)
+            value, status = published(indicator, figures, rule)
             out.append({"indicator": indicator.name, "unit": indicator.unit, "level": level, "area": area,
                         "district": district, "value": value, "status": status, **common})
     return out

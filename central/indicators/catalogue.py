@@ -41,6 +41,14 @@ STORE_QUERIES: dict[str, str] = {
     "devices_online": 'sum by (school) (sum_over_time(edugate_devices_online{{device="_gateway"}}[{w}s]))',
     "devices_offline": 'sum by (school) (sum_over_time(edugate_devices_offline{{device="_gateway"}}[{w}s]))',
 }
+ROOM_QUERIES: dict[str, str] = {
+    # component -> PromQL per (school, room), for presence rates: only rooms central.yaml api.expected_students lists
+    "room_present": 'sum by (school, room) (sum_over_time(edugate_event_present{{type="attendance_summary"}}[{w}s]))',
+    "room_periods": 'sum by (school, room) (count_over_time(edugate_event_present{{type="attendance_summary"}}'
+                    '[{w}s]))',
+}
+"""``present_known`` (present in the listed rooms) and ``expected_present`` (each listed room's summaries x its
+expected students) are made from these."""
 EVENT_COMPONENTS = ("alerts_raised", "alerts_cleared", "assets_on_record", "assets_in_use", "power_on_hours",
                     "lab_sessions")
 """From the event store (``alert`` events); ``clear_minutes`` (a list per school) is kept apart for medians."""
@@ -83,6 +91,11 @@ CATALOGUE: tuple[Indicator, ...] = (
     Indicator("lab_sessions", "Lab sessions", "sessions", "count",
               "event store: distinct experiment sessions started in the period (session events, action started)",
               _EVENTS, False, "lab_sessions"),
+    Indicator("presence_rate_pct", "Presence rate", "%", "percent",
+              "store: edugate_event_present{type=attendance_summary} of the rooms central.yaml "
+              "api.expected_students lists / (their summaries x the students expected in each)",
+              "no_data when no summary of a listed room arrived; the numerator is the rounded count "
+              "(suppressed below k: then the rate is too)", True, "present_known", "expected_present"),
     Indicator("gateway_online_pct", "Gateways online", "%", "percent",
               "store: edugate_gateway_online (state refreshed every health interval while connected)",
               _NO_DATA + "; capped at 100", False, "online_states", "expected_health_records"),

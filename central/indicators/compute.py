@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edugate.central.eventstore import EventStore
-from edugate.central.indicators.catalogue import CATALOGUE, EVENT_COMPONENTS, STORE_QUERIES, Indicator
+from edugate.central.indicators.catalogue import CATALOGUE, EVENT_COMPONENTS, ROOM_QUERIES, STORE_QUERIES, Indicator
 from edugate.central.indicators.periods import Period
 
 UNASSIGNED = "unassigned"
@@ -82,9 +82,11 @@ def prom_query(store_url: str, promql: str, at: float, timeout_s: float = 30.0) 
 
 
 def school_figures(store_url: str, events_db: Path | None, period: Period, now: dt.datetime,
-                   health_interval_s: float, events_dsn: str | None = None) -> dict[str, Figures]:
+                   health_interval_s: float, events_dsn: str | None = None,
+                   expected_students: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Figures]:
     """Every school's components for ``period`` (schools with any series or event in it). The event store: the
-    PostgreSQL database ``events_dsn`` (central.yaml ``events.postgres_dsn``) if given, else the SQLite file."""
+    PostgreSQL database ``events_dsn`` (central.yaml ``events.postgres_dsn``) if given, else the SQLite file.
+    ``expected_students`` (school -> room -> students; central.yaml ``api.expected_students``): presence rates."""
     at = period.evaluated_at(now)
     window = max(1, int((at - period.start).total_seconds()))
     schools: dict[str, Figures] = defaultdict(Figures)
@@ -93,6 +95,17 @@ def school_figures(store_url: str, events_db: Path | None, period: Period, now: 
             school = series["metric"].get("school")
             if school:
                 schools[school].components[component] += float(series["value"][1])
+    if expected_students:
+        present, periods = (prom_query(store_url, ROOM_QUERIES[name].format(w=window), at.timestamp())
+                            for name in ("room_present", "room_periods"))
+        for component, results in (("present_known", present), ("expected_present", periods)):
+            for series in results:
+                school, room = series["metric"].get("school"), series["metric"].get("room")
+                students = expected_students.get(school or "", {}).get(room or "")
+                if school and students:
+                    value = float(series["value"][1])
+                    schools[school].components[component] += value if component == "present_known" else \
+                        value * students
     for figures in schools.values():
         c = figures.components
         figures.has_data = c["gateways"] > 0

@@ -75,3 +75,20 @@ def current_period(name: str, tz: str, now: dt.datetime) -> Period:
     if period.start >= now:
         raise PeriodError(f"period {name!r} has not begun yet")
     return period
+
+
+def last_complete(granularity: Granularity, tz: str, now: dt.datetime) -> Period:
+    """The latest period of ``granularity`` that has ended at ``now`` (yesterday, last ISO week, last month, the
+    last half year), in the time zone ``tz``."""
+    today = now.astimezone(ZoneInfo(tz)).date()
+    if granularity == "day":
+        name = (today - dt.timedelta(days=1)).isoformat()
+    elif granularity == "week":
+        year, week, _ = (today - dt.timedelta(days=7)).isocalendar()
+        name = f"{year}-W{week:02d}"
+    elif granularity == "month":
+        last = today.replace(day=1) - dt.timedelta(days=1)
+        name = f"{last.year}-{last.month:02d}"
+    else:
+        name = f"{today.year}-H1" if today.month > 6 else f"{today.year - 1}-H2"
+    return parse_period(name, tz)

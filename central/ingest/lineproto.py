@@ -90,7 +90,8 @@ class Converted:
     dropped_labels: int = 0  # event data that should have been a label and cannot be one (the event is stored)
     points: int = 0  # field values written (one per line for events)
     unsynced: int = 0  # records stamped while the gateway clock was not synchronised
-    max_seq: int | None = None
+    min_seq: int | None = None  # the lowest and highest seq of the payload's records (a record skipped for another
+    max_seq: int | None = None  # reason than its seq counts: central confirms it as handled, contract/stored.py)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -219,6 +220,10 @@ class LineEncoder:
         seq = record.get("seq")
         if type(seq) is not int or seq < 0:
             return self._skip(out, index, f"'seq' must be a non-negative integer, got {_short(seq)}")
+        if out.max_seq is None or seq > out.max_seq:
+            out.max_seq = seq
+        if out.min_seq is None or seq < out.min_seq:
+            out.min_seq = seq
         record_kind = record.get("kind")
         if record_kind != kind:
             return self._skip(out, index, f"'kind' must be {kind!r} on a {kind} topic, got {_short(record_kind)}")
@@ -241,8 +246,6 @@ class LineEncoder:
             if synced is not None and synced is not False:
                 return self._skip(out, index, f"'synced' must be true or false, got {_short(synced)}")
             out.unsynced += 1
-        if out.max_seq is None or seq > out.max_seq:
-            out.max_seq = seq
         return device, room, ts
 
     # ------------------------------------------------------------------ helpers

@@ -222,6 +222,10 @@ class NatsIngestWorker(IngestWorker):
     def _make_client(self) -> Any:
         return _JetStreamTransport(self)
 
+    def _confirm(self, batch: Any) -> None:
+        """No ``.../stored`` confirmations: the cluster's own acknowledgement to the gateway is already replicated
+        and durable (R3 file store), so gateways keep deleting at its PUBACK (they never see a confirmation)."""
+
     def deliver(self, items: list[tuple[str, bytes, int, bool]]) -> None:
         """Queue pulled messages for the run thread (blocks while the inbox is full: pulling pauses)."""
         for topic, payload, mid, redelivered in items:

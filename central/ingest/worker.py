@@ -21,7 +21,16 @@ Two threads:
   inbox, converts them, writes up to ``batch_lines`` lines (or whatever came
   within ``batch_ms``) in one HTTP request, then acknowledges those messages.
   While the store is down it retries with back-off and acknowledges nothing:
-  the broker keeps the messages.
+  the broker keeps the messages. The same holds for the event store
+  (``--events-db`` or PostgreSQL): a message whose events were not committed
+  is neither acknowledged nor confirmed.
+
+After each write, the worker confirms to every gateway in the batch what it
+stored of it: one small message per gateway on ``edu/v1/{school}/{gateway}/stored``
+(the seq ranges of its messages, ``edugate.contract.stored``), published only
+after the time-series write and the event-store commit both succeeded. A gateway
+with ``uplink.end_to_end_ack`` keeps its records until this confirmation, so a
+broker crash costs nothing (docs/mqtt-contract.md, *End-to-end acknowledgement*).
 
 Packet ids are scoped to the MQTT session, not to one connection: an id
 received before a reconnect is still acknowledged after it if the broker
@@ -54,7 +63,8 @@ from edugate.central.eventstore import EventStore
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
 from edugate.central.ingest.lineproto import LineEncoder, state_line
 from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, ReconnectPolicy, paho_client
-from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, parse_topic
+from edugate.contract.stored import Confirmation
+from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, Topic, parse_topic, stored_topic
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +101,7 @@ class IngestConfig:
     stats_file: Path | None = None
     stats_interval_s: float = 1.0
     events_db: Path | None = None  # also keep every event record in this SQLite file (gateway/eventstore.py)
+    confirm_stored: bool = True  # publish what was stored on each gateway's .../stored (end-to-end acknowledgement)
     # The whole broker section (failover list, mTLS...); None: built from broker_host/port, username, tls above.
     broker: BrokerConfig | None = field(default=None, compare=False)
 
@@ -151,7 +162,10 @@ class IngestStats:
     values_ignored: int = 0  # strings: allowed on the wire, not stored
     labels_dropped: int = 0  # event data under a label key that cannot be a label (the event is still stored)
     events_stored: int = 0  # new rows in the event log (--events-db)
-    events_store_errors: int = 0
+    events_store_errors: int = 0  # failed event-store writes (each retried: the message waits, unacknowledged)
+    events_store_up: bool = True
+    confirmations: int = 0  # messages published on gateways' .../stored topics
+    confirm_errors: int = 0  # confirmations paho refused to queue (not connected): the gateway sends again
     lines_written: int = 0
     points_written: int = 0
     writes: int = 0
@@ -187,23 +201,36 @@ class _Msg:
         return len(self.payload) + MSG_OVERHEAD
 
 
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """What a data message held: whose, which kind, its seq range; ``events``: its payload goes to the event store."""
+
+    topic: Topic
+    first: int | None
+    last: int | None
+    events: bool
+
+
 @dataclass(slots=True)
 class _Batch:
     messages: list[_Msg] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)  # each message's lines: lines[start:end]
     lines: list[str] = field(default_factory=list)
     points: list[int] = field(default_factory=list)  # each message's field values
+    records: list[_Records | None] = field(default_factory=list)  # each message's records (None: not data)
 
-    def add(self, msg: _Msg, lines: list[str], points: int) -> None:
+    def add(self, msg: _Msg, lines: list[str], points: int, records: _Records | None = None) -> None:
         start = len(self.lines)
         self.lines.extend(lines)
         self.messages.append(msg)
         self.spans.append((start, len(self.lines)))
         self.points.append(points)
+        self.records.append(records)
 
     def only(self, index: int) -> _Batch:
         start, end = self.spans[index]
-        return _Batch([self.messages[index]], [(0, end - start)], self.lines[start:end], [self.points[index]])
+        return _Batch([self.messages[index]], [(0, end - start)], self.lines[start:end], [self.points[index]],
+                      [self.records[index]])
 
 
 class _Outcome(Enum):
@@ -463,13 +490,8 @@ class IngestWorker:
             batch.add(msg, lines, len(lines))
             return
         conv = self._encoder.convert(msg.payload, topic, int(time.time() * 1000))
-        if self.events is not None and topic.kind == "event" and not conv.payload_invalid:
-            try:  # idempotent on (school, gateway, seq): a redelivered message adds nothing
-                self.stats.events_stored += self.events.add_payload(topic.school, topic.gateway, msg.payload)
-            except sqlite3.Error as exc:
-                self.stats.events_store_errors += 1
-                log.error("%s: event log %s: %s (the counts still go to the store)", msg.topic,
-                          self.cfg.events_db, exc)
+        records = _Records(topic, conv.min_seq, conv.max_seq,
+                           self.events is not None and topic.kind == "event" and not conv.payload_invalid)
         stats = self.stats
         stats.records += conv.records
         stats.records_invalid += conv.invalid_records
@@ -486,7 +508,7 @@ class IngestWorker:
             more = f" (and {len(conv.problems) - 5} more)" if len(conv.problems) > 5 else ""
             self._invalid_log.warning("%s: %d record(s) skipped, %d value(s) skipped: %s%s", msg.topic,
                                       conv.invalid_records, conv.invalid_values, shown, more)
-        batch.add(msg, conv.lines, conv.points)
+        batch.add(msg, conv.lines, conv.points, records)
 
     def _convert_state(self, msg: _Msg, school: str, gateway: str) -> list[str]:
         self.stats.state_messages += 1
@@ -508,22 +530,71 @@ class IngestWorker:
     # ------------------------------------------------------------------ writing and acknowledging
 
     def _store(self, batch: _Batch) -> None:
+        """Write the batch's lines and events; then acknowledge its messages and confirm them to the gateways."""
         outcome = self._write(batch.lines) if batch.lines else _Outcome.WRITTEN
+        if outcome is _Outcome.REJECTED and len(batch.messages) > 1:
+            for index in range(len(batch.messages)):  # find the message the store refuses
+                self._store(batch.only(index))
+            return
+        if outcome is _Outcome.GAVE_UP or not self._write_events(batch):
+            self._abandon(batch.messages)
+            return
         if outcome is _Outcome.WRITTEN:
             self.stats.lines_written += len(batch.lines)
             self.stats.points_written += sum(batch.points)
-            self._ack(batch.messages)
-        elif outcome is _Outcome.REJECTED:
-            if len(batch.messages) > 1:
-                for index in range(len(batch.messages)):  # find the message the store refuses
-                    self._store(batch.only(index))
-            else:
-                self.stats.messages_rejected += 1
-                log.error("%s: the store refused this message's %d line(s); acknowledged and dropped "
-                          "(first line: %.200s)", batch.messages[0].topic, len(batch.lines), batch.lines[0])
-                self._ack(batch.messages)
         else:
-            self._abandon(batch.messages)
+            self.stats.messages_rejected += 1
+            log.error("%s: the store refused this message's %d line(s); acknowledged and dropped "
+                      "(first line: %.200s)", batch.messages[0].topic, len(batch.lines), batch.lines[0])
+        self._ack(batch.messages)
+        self._confirm(batch)
+
+    def _write_events(self, batch: _Batch) -> bool:
+        """Commit the event records of the batch's event messages to the event store (idempotent on (school,
+        gateway, seq)), retrying while it is down, like the time-series store; False: stopping, not all written."""
+        if self.events is None:
+            return True
+        for msg, records in zip(batch.messages, batch.records, strict=True):
+            if records is None or not records.events:
+                continue
+            delay = 0.1
+            while True:
+                try:
+                    self.stats.events_stored += self.events.add_payload(records.topic.school, records.topic.gateway,
+                                                                        msg.payload)
+                    break
+                except sqlite3.Error as exc:  # PostgreSQL's EventStoreUnavailable is one too
+                    self.stats.events_store_errors += 1
+                    if self.stats.events_store_up:
+                        self.stats.events_store_up = False
+                        log.warning("event store unavailable (%s); retrying, nothing is acknowledged or confirmed "
+                                    "meanwhile (the broker keeps the messages)", exc)
+                if self._hard_stop.is_set() or (self._stopping.is_set() and time.monotonic() > self._stop_deadline):
+                    return False
+                self._hard_stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+                self._periodic()
+            if not self.stats.events_store_up:
+                self.stats.events_store_up = True
+                log.info("event store is back; writing resumes")
+        return True
+
+    def _confirm(self, batch: _Batch) -> None:
+        """Tell each gateway of the batch which of its records are stored: one message per gateway."""
+        if not self.cfg.confirm_stored:
+            return
+        per_gateway: dict[tuple[str, str], Confirmation] = {}
+        for records in batch.records:
+            if records is None or records.first is None or records.last is None:
+                continue
+            key = (records.topic.school, records.topic.gateway)
+            per_gateway.setdefault(key, Confirmation()).add(records.topic.kind, records.first, records.last)
+        for (school, gateway), confirmation in per_gateway.items():
+            info = self._client.publish(stored_topic(school, gateway), confirmation.encode(), qos=1)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.stats.confirmations += 1
+            else:  # not connected: the gateway sends those records again after its deadline
+                self.stats.confirm_errors += 1
 
     def _write(self, lines: list[str]) -> _Outcome:
         """Write once or retry until the store takes it; give up only when stopping."""

@@ -18,10 +18,10 @@ import typer
 
 from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit
 from edugate.central.config import CentralConfig
-from edugate.central.indicators.anonymise import Rule, rows
 from edugate.central.indicators.catalogue import CATALOGUE
-from edugate.central.indicators.compute import StoreUnavailable, school_figures
-from edugate.central.indicators.periods import PeriodError, current_period
+from edugate.central.indicators.compute import StoreUnavailable
+from edugate.central.indicators.periods import PeriodError
+from edugate.central.indicators.publish import figures_document
 
 report = typer.Typer(name="report", help="Reports for the education department.", no_args_is_help=True,
                      add_completion=False)
@@ -49,23 +49,15 @@ definitions in the metrics catalogue (docs/metrics.md).</p>
 {% endfor %}</tbody></table>
 {% endfor %}
 <h2>Not in this report yet</h2>
-<p>Presence rates (they need the number of students expected per room and period), experiments per lab session
-(see docs/metrics.md).</p>
+<p>Experiments per lab session (see docs/metrics.md). Presence rates are given for the rooms central.yaml's
+<code>api.expected_students</code> lists ("–" without any).</p>
 </body></html>
 """
 
 
 def build(cfg: CentralConfig, period_name: str, now: dt.datetime | None = None) -> dict[str, Any]:
     """The report's figures: the API's rows for the period (raises PeriodError, StoreUnavailable)."""
-    now = now or dt.datetime.now(dt.UTC)
-    period = current_period(period_name, cfg.pages.timezone, now)
-    schools = school_figures(cfg.store.url, cfg.events.db, period, now, cfg.api.health_interval_s,
-                             cfg.events.postgres_dsn)
-    rule = Rule(cfg.api.k, cfg.api.round_to)
-    return {"period": period.name, "from": period.start.isoformat(), "to": period.end.isoformat(),
-            "complete": period.complete(now), "generated": now.astimezone(period.start.tzinfo).isoformat(
-                timespec="minutes"), "k": rule.k, "round_to": rule.base,
-            "items": rows(schools, cfg.api.districts, period, now, rule)}
+    return figures_document(cfg, period_name, now)
 
 
 def _tables(items: list[dict[str, Any]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -114,6 +106,21 @@ def write_xlsx(doc: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def write_files(doc: dict[str, Any], output_dir: Path, json_too: bool = False) -> list[Path]:
+    """The report as HTML, XLSX (with openpyxl) and optionally JSON in ``output_dir``; the files written."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    html = output_dir / f"supervision-{doc['period']}.html"
+    html.write_text(render_html(doc))
+    written = [html]
+    xlsx = output_dir / f"supervision-{doc['period']}.xlsx"
+    if write_xlsx(doc, xlsx):
+        written.append(xlsx)
+    if json_too:
+        written.append(output_dir / f"supervision-{doc['period']}.json")
+        written[-1].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return written
+
+
 @report.command("supervision")
 def supervision(
     period: Annotated[str, typer.Option(help="The half year, e.g. 2026-H2 (any period the API takes works).")],
@@ -128,14 +135,4 @@ def supervision(
     except (PeriodError, StoreUnavailable) as exc:
         typer.echo(f"report supervision: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    output_dir.mkdir(parents=True, exist_ok=True)
-    html = output_dir / f"supervision-{doc['period']}.html"
-    html.write_text(render_html(doc))
-    written = [html]
-    xlsx = output_dir / f"supervision-{doc['period']}.xlsx"
-    if write_xlsx(doc, xlsx):
-        written.append(xlsx)
-    if json_too:
-        written.append(output_dir / f"supervision-{doc['period']}.json")
-        written[-1].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    typer.echo("\n".join(str(p) for p in written))
+    typer.echo("\n".join(str(p) for p in write_files(doc, output_dir, json_too)))

@@ -39,6 +39,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
 from edugate.central.sessions import SessionNotFound, StoreUnavailable, session_csv, session_from_store
+from edugate.central.web.assets import AssetPages, add_asset_routes
 from edugate.common.mqtt import Backoff, BrokerAddress, BrokerConfig, Failover, MqttTls, ReconnectPolicy, aiomqtt_client
 from edugate.common.web.serve import serve_app
 from edugate.common.web.site import SiteAuth, Viewer, build_site, page
@@ -309,11 +310,17 @@ def _align(series: list[dict[str, Any]]) -> dict[str, Any]:
     return {"ts": stamps, "values": values}
 
 
-def create_central_app(central: Central, auth: SiteAuth) -> FastAPI:
-    app = build_site("EduGate central", auth, "/fleet", [("/fleet", "Fleet")], template_dirs=[TEMPLATES])
+def create_central_app(central: Central, auth: SiteAuth, assets: AssetPages | None = None) -> FastAPI:
+    nav = [("/fleet", "Fleet")] + ([("/assets", "Equipment")] if assets is not None else [])
+    app = build_site("EduGate central", auth, "/fleet", nav, template_dirs=[TEMPLATES])
+    if assets is not None:  # the asset registry of every school, from the event store (issue 16)
+        add_asset_routes(app, assets)
 
     async def fleet_view(district: str | None, school: str | None) -> dict[str, Any]:
-        return await central.fleet(district or None, school or None)
+        view = await central.fleet(district or None, school or None)
+        if assets is not None:
+            view["equipment"] = await assets.kpis(district or None, school or None)
+        return view
 
     @app.get("/fleet", response_class=HTMLResponse, summary="Fleet view (central operations)")
     async def fleet_page(request: Request, who: Viewer, district: FilterQuery = None,

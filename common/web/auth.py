@@ -6,11 +6,18 @@
 * Passwords are hashed with scrypt (n=2^14, r=8, p=1: about 16 MiB and a
   few tens of ms on a Raspberry Pi 4), with a random salt per user.
 * A session is a cookie (HttpOnly, SameSite=Strict) holding the user name,
-  an expiry and a random nonce, signed with HMAC-SHA256 by a secret kept in
-  the data folder (created on first use, mode 0600). It also carries a
-  fingerprint of the user's password hash: changing the password or removing
-  the user ends every session of that user. The role is looked up in the
-  users file on every request.
+  when it was issued, when it was last used and a random nonce, signed with
+  HMAC-SHA256 by a secret kept in the data folder (created on first use, mode
+  0600). It ends after ``idle_s`` without a request (30 min) and ``lifetime_s``
+  after the login in any case (12 h); the pages renew the cookie's "last used"
+  at most once a minute. Logging out revokes the session (in memory: until
+  the process restarts, or until the session would have expired anyway). It
+  also carries a fingerprint of the user's password hash: changing the
+  password or removing the user ends every session of that user. The role is
+  looked up in the users file on every request.
+* Failed logins are throttled per address and per user name (:class:`LoginThrottle`):
+  a locked address or user is refused even with the right password until the
+  lock expires.
 * State-changing requests (admin actions, logout) need a CSRF token derived
   from the session, sent as the ``X-CSRF-Token`` header or a ``csrf`` form field.
 """
@@ -28,6 +35,7 @@ import stat
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +46,9 @@ USER_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SESSION_S = 12 * 3600
+SESSION_S = 12 * 3600  # absolute: a session ends this long after the login
+IDLE_S = 30 * 60  # a session unused this long ends
+REFRESH_S = 60  # the "last used" time in the cookie is renewed at most this often
 
 
 class UsersFileError(ValueError):
@@ -168,8 +178,16 @@ class UserStore:
         os.replace(tmp, self.path)
 
 
+class SecretFileError(ValueError):
+    """The session secret file exists but does not hold a secret; the message names the file and the fix."""
+
+
 def load_or_create_secret(path: Path) -> bytes:
-    """The session-signing secret (32 random bytes, hex, mode 0600), created on first use."""
+    """The session-signing secret (32 random bytes, hex, mode 0600), created on first use.
+
+    Raises :class:`SecretFileError` (a ValueError) for a file that is not a secret (not text, not hex, too
+    short) and PermissionError for one others may read; both messages name the file and say what to do.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,29 +197,53 @@ def load_or_create_secret(path: Path) -> bytes:
         if mode & 0o077:
             raise PermissionError(f"{path}: the session secret must be readable by its owner only "
                                   f"(mode is {mode:04o}; run: chmod 600 {path})") from None
-        secret = bytes.fromhex(path.read_text().strip())
-        if len(secret) < 16:
-            raise ValueError(f"{path}: session secret too short") from None
-        return secret
+        return _parse_secret(path, path.read_bytes())
     secret = secrets.token_bytes(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(secret.hex() + "\n")
     return secret
 
 
+def _parse_secret(path: Path, raw: bytes) -> bytes:
+    fix = (f"it should hold 64 hex digits written by EduGate. Delete it and restart: a new secret is made "
+           f"(everyone logged in must log in again): rm {path}")
+    try:
+        text = raw.decode("ascii").strip()
+        secret = bytes.fromhex(text)
+    except (UnicodeDecodeError, ValueError):
+        raise SecretFileError(f"{path}: not a session secret ({len(raw)} bytes that are not hex text); {fix}") \
+            from None
+    if len(secret) < 16:
+        raise SecretFileError(f"{path}: session secret too short ({len(secret)} bytes, at least 16); {fix}")
+    return secret
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     user: str
-    expires: int
+    issued: int  # unix seconds of the login
+    active: int  # unix seconds of the last request that renewed the cookie
     nonce: str
 
 
 class SessionSigner:
-    """Issues and checks session cookies and the CSRF token that goes with each session."""
+    """Issues and checks session cookies and the CSRF token that goes with each session.
 
-    def __init__(self, secret: bytes, lifetime_s: int = SESSION_S) -> None:
+    A session ends ``idle_s`` after its last renewal or ``lifetime_s`` after the login, whichever comes first;
+    :meth:`revoke` ends one at once (logout). ``clock`` is for tests.
+    """
+
+    def __init__(self, secret: bytes, lifetime_s: int = SESSION_S, idle_s: int = IDLE_S,
+                 refresh_s: int = REFRESH_S, clock: Callable[[], float] = time.time) -> None:
+        if idle_s <= 0 or lifetime_s <= 0:
+            raise ValueError("session lifetimes must be positive")
         self._secret = secret
         self.lifetime_s = lifetime_s
+        self.idle_s = min(idle_s, lifetime_s)
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._revoked: dict[str, float] = {}  # nonce -> when the session would have ended anyway
+        self._lock = threading.Lock()
 
     def _mac(self, *parts: str) -> str:
         return _b64(hmac.new(self._secret, "|".join(parts).encode(), hashlib.sha256).digest())
@@ -209,29 +251,65 @@ class SessionSigner:
     def _password_tag(self, user: User) -> str:
         return self._mac("pw", user.password_hash)[:12]
 
-    def issue(self, user: User) -> str:
-        body = _b64(json.dumps({"u": user.name, "e": int(time.time()) + self.lifetime_s,
-                                "n": secrets.token_urlsafe(12), "p": self._password_tag(user)},
+    def _encode(self, user: str, issued: int, active: int, nonce: str, tag: str) -> str:
+        body = _b64(json.dumps({"u": user, "i": issued, "a": active, "n": nonce, "p": tag},
                                separators=(",", ":")).encode())
         return f"{body}.{self._mac('session', body)}"
 
+    def issue(self, user: User) -> str:
+        now = int(self.clock())
+        return self._encode(user.name, now, now, secrets.token_urlsafe(12), self._password_tag(user))
+
+    def renewed(self, session: Session, user: User) -> str | None:
+        """A new cookie for ``session`` with "last used" now, or None when the current one is recent enough."""
+        now = int(self.clock())
+        if now - session.active < self.refresh_s:
+            return None
+        return self._encode(session.user, session.issued, now, session.nonce, self._password_tag(user))
+
+    def max_age(self, session: Session | None = None) -> int:
+        """Seconds the cookie should live in the browser: until the session's absolute end."""
+        if session is None:
+            return self.lifetime_s
+        return max(0, session.issued + self.lifetime_s - int(self.clock()))
+
     def read(self, cookie: str, users: UserStore) -> tuple[Session, User] | None:
-        """The session and its (current) user, or None if the cookie is forged, expired or stale."""
+        """The session and its (current) user, or None if the cookie is forged, expired, idle, revoked or stale."""
         body, _, mac = cookie.partition(".")
         if not body or not hmac.compare_digest(mac.encode(), self._mac("session", body).encode()):
             return None
         try:
             doc = json.loads(_unb64(body))
-            session = Session(str(doc["u"]), int(doc["e"]), str(doc["n"]))
+            session = Session(str(doc["u"]), int(doc["i"]), int(doc["a"]), str(doc["n"]))
             tag = str(doc["p"])
         except (ValueError, KeyError, TypeError):
             return None
-        if session.expires < time.time():
+        if self.ended(session):
             return None
         user = users.get(session.user)
         if user is None or not hmac.compare_digest(tag, self._password_tag(user)):
             return None
         return session, user
+
+    def ended(self, session: Session) -> str | None:
+        """Why the session has ended ('expired', 'idle', 'logged out'), or None while it is valid."""
+        now = self.clock()
+        if now >= session.issued + self.lifetime_s:
+            return "expired"
+        if now >= session.active + self.idle_s:
+            return "idle"
+        with self._lock:
+            if session.nonce in self._revoked:
+                return "logged out"
+        return None
+
+    def revoke(self, session: Session) -> None:
+        """End ``session`` now (logout). Remembered in memory until it would have ended anyway."""
+        now = self.clock()
+        with self._lock:
+            for nonce in [n for n, until in self._revoked.items() if until <= now]:
+                del self._revoked[nonce]
+            self._revoked[session.nonce] = session.issued + self.lifetime_s
 
     def csrf_token(self, session: Session) -> str:
         return self._mac("csrf", session.nonce)[:32]
@@ -241,37 +319,62 @@ class SessionSigner:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per client address in ``window_s``; then refuse for ``window_s``."""
+    """Failed logins counted per client address and per user name; too many locks that key for ``lock_s``.
 
-    def __init__(self, limit: int = 5, window_s: float = 60.0, max_clients: int = 10_000) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.max_clients = max_clients
+    ``per_address`` failures from one address within ``window_s`` lock the address; ``per_user`` failures for
+    one user name (from anywhere) lock the name. A locked key is refused even with the right password until
+    the lock expires; a successful login clears the address's and the name's counts. The user limit is higher
+    so that one address guessing cannot lock a real user out for long; many addresses guessing one name do.
+    At most ``max_keys`` keys are remembered (the oldest is forgotten first). ``clock`` is for tests.
+    """
+
+    def __init__(self, per_address: int = 5, per_user: int = 10, window_s: float = 900.0, lock_s: float = 300.0,
+                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_address < 1 or per_user < 1 or window_s <= 0 or lock_s <= 0:
+            raise ValueError("login throttle limits must be positive")
+        self.per_address, self.per_user = per_address, per_user
+        self.window_s, self.lock_s = window_s, lock_s
+        self.max_keys = max_keys
+        self.clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._locked: dict[str, float] = {}  # key -> monotonic time the lock ends
         self._lock = threading.Lock()
 
-    def blocked_for(self, client: str) -> float:
-        """Seconds this client must wait before trying again (0: may try now)."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._failures.get(client)
-            if not times:
-                return 0.0
-            while times and times[0] < now - self.window_s:
-                times.popleft()
-            if len(times) < self.limit:
-                return 0.0
-            return max(0.0, times[0] + self.window_s - now)
+    @staticmethod
+    def _keys(user: str, address: str) -> tuple[str, str]:
+        return f"addr:{address}", f"user:{user.strip().lower()[:64]}"
 
-    def failed(self, client: str) -> None:
+    def blocked_for(self, user: str, address: str) -> float:
+        """Seconds before this user name may try again from this address (0: may try now)."""
+        now = self.clock()
         with self._lock:
-            if client not in self._failures and len(self._failures) >= self.max_clients:
-                self._failures.pop(next(iter(self._failures)))
-            self._failures.setdefault(client, deque(maxlen=self.limit)).append(time.monotonic())
+            waits = [self._locked[k] - now for k in self._keys(user, address) if k in self._locked]
+            for key in [k for k, until in self._locked.items() if until <= now]:
+                del self._locked[key]
+        return max([0.0, *waits])
 
-    def succeeded(self, client: str) -> None:
+    def failed(self, user: str, address: str) -> list[str]:
+        """Count a failure; return the keys ('addr:...', 'user:...') this failure locked."""
+        now = self.clock()
+        locked: list[str] = []
         with self._lock:
-            self._failures.pop(client, None)
+            for key, limit in zip(self._keys(user, address), (self.per_address, self.per_user), strict=True):
+                if key not in self._failures and len(self._failures) >= self.max_keys:
+                    self._failures.pop(next(iter(self._failures)))
+                times = self._failures.setdefault(key, deque(maxlen=limit))
+                while times and times[0] <= now - self.window_s:
+                    times.popleft()
+                times.append(now)
+                if len(times) >= limit:
+                    self._locked[key] = now + self.lock_s
+                    del self._failures[key]
+                    locked.append(key)
+        return locked
+
+    def succeeded(self, user: str, address: str) -> None:
+        with self._lock:
+            for key in self._keys(user, address):
+                self._failures.pop(key, None)
 
 
 def _b64(data: bytes) -> str:

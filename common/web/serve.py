@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,10 +44,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_tls_files(cert_file: Path, key_file: Path) -> None:
+    """Raise ``ValueError`` saying what is wrong unless the certificate and key load as a server's pair."""
+    for path in (cert_file, key_file):
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise ValueError(f"TLS: {path}: {exc.strerror}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        raise ValueError(f"TLS: {cert_file} and {key_file} are not a PEM certificate and its key ({exc.reason or exc})"
+                         ) from None
+
+
 async def serve_app(app: FastAPI, host: str, port: int, what: str, on_stop: Callable[[], None] | None = None,
-                    retry_s: float = BIND_RETRY_S) -> None:
+                    retry_s: float = BIND_RETRY_S, tls: tuple[Path, Path] | None = None) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; retry binding every ``retry_s`` when the port is taken.
-    ``on_stop`` is called when cancelled, to end long responses (live streams) before they are cut."""
+    ``on_stop`` is called when cancelled, to end long responses (live streams) before they are cut. ``tls``:
+    (certificate, key) to serve HTTPS; files that do not load are reported and tried again every ``retry_s``."""
+    while tls is not None:
+        try:
+            check_tls_files(*tls)
+            break
+        except ValueError as exc:
+            log.error("%s: %s; retrying every %.0f s", what, exc, retry_s)
+            await asyncio.sleep(retry_s)
     while True:
         try:
             sock = bind(host, port)
@@ -55,9 +79,11 @@ async def serve_app(app: FastAPI, host: str, port: int, what: str, on_stop: Call
                       exc.strerror or exc, retry_s)
             await asyncio.sleep(retry_s)
     server = _Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", access_log=False,
-                                    timeout_graceful_shutdown=2, proxy_headers=False, server_header=False))
+                                    timeout_graceful_shutdown=2, proxy_headers=False, server_header=False,
+                                    ssl_certfile=str(tls[0]) if tls else None,
+                                    ssl_keyfile=str(tls[1]) if tls else None))
     shown = f"[{host}]" if ":" in host else host
-    log.info("%s on http://%s:%d/", what, shown, port)
+    log.info("%s on %s://%s:%d/", what, "https" if tls else "http", shown, port)
     try:
         await server.serve(sockets=[sock])
     finally:  # cancelled with the process: stop listening, let the open live streams end, cut what is left

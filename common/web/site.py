@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edugate.common.web.audit_log import AuditLog, AuditTrail
 from edugate.common.web.auth import LoginThrottle, Session, SessionSigner, User, UsersFileError, UserStore
 from edugate.contract import __version__
 
@@ -52,6 +54,11 @@ class SiteAuth:
     cookie: str  # distinct per site: cookies do not tell ports apart
     setup_hint: str  # the command that creates the first user
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    audit: AuditLog | None = None  # the admin-actions audit log (common/web/audit_log.py); None: not kept
+
+    def record(self, event: str, **fields: Any) -> None:
+        if self.audit is not None:
+            self.audit.record(event, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,36 +157,53 @@ def build_site(title: str, auth: SiteAuth, home: str, nav: list[tuple[str, str]]
 
     @app.post("/login", response_class=HTMLResponse, summary="Log in (form: username, password, next)",
               responses={303: {"description": "Logged in: on to 'next'"}, 401: {"description": "Wrong password"},
-                         429: {"description": "Too many failed attempts from this address: wait"}})
+                         429: {"description": "Too many failed attempts from this address or for this user: "
+                                               "wait (Retry-After says how long)"}})
     async def login(request: Request) -> Response:
         _require_users(auth)
         form = await read_form(request)
         nxt = _safe_next(form.get("next", home), home)
         client = request.client.host if request.client else "?"
-        wait = auth.throttle.blocked_for(client)
+        name = form.get("username", "")[:40]
+        wait = auth.throttle.blocked_for(name, client)
         if wait:
+            auth.record("login-refused", user=name, reason="locked after too many failed attempts",
+                        retry_after_s=math.ceil(wait), **{"from": client})
             return page(request, "login.html", None, {"next": nxt, "error": f"Too many failed attempts: wait "
-                                                      f"{wait:.0f} s and try again."}, status_code=429)
+                                                      f"{math.ceil(wait)} s and try again."}, status_code=429,
+                        headers={"Retry-After": str(math.ceil(wait))})
         user = auth.users.authenticate(form.get("username", ""), form.get("password", ""))
         if user is None:
-            auth.throttle.failed(client)
-            log.warning("web: failed login for %r from %s", form.get("username", "")[:40], client)
+            locked = auth.throttle.failed(name, client)
+            log.warning("web: failed login for %r from %s", name, client)
+            auth.record("login-failed", user=name, **{"from": client})
+            for key in locked:
+                auth.record("login-locked", user=name, reason=f"{key} locked for {auth.throttle.lock_s:.0f} s",
+                            **{"from": client})
             return page(request, "login.html", None, {"next": nxt, "error": "Wrong user name or password."},
                         status_code=401)
-        auth.throttle.succeeded(client)
+        auth.throttle.succeeded(name, client)
         log.info("web: %s logged in from %s", user.name, client)
+        auth.record("login", user=user.name, role=user.role, **{"from": client})
         response = RedirectResponse(nxt, status_code=303)
-        response.set_cookie(auth.cookie, auth.signer.issue(user), max_age=auth.signer.lifetime_s, httponly=True,
+        response.set_cookie(auth.cookie, auth.signer.issue(user), max_age=auth.signer.max_age(), httponly=True,
                             samesite="strict", secure=request.url.scheme == "https", path="/")
         return response
 
     @app.post("/logout", summary="Log out (form or header: CSRF token)")
     async def logout(request: Request, who: Annotated[Principal, Depends(current_user)]) -> Response:
         await check_csrf(request, who)
+        auth.signer.revoke(who.session)
+        auth.record("logout", user=who.user.name, role=who.user.role,
+                    **{"from": request.client.host if request.client else "?"})
+        request.state.renewed_cookie = None
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(auth.cookie, path="/", httponly=True, samesite="strict")
         return response
 
+    app.add_middleware(SessionRenewal, cookie=auth.cookie)
+    if auth.audit is not None:
+        app.add_middleware(AuditTrail, audit=auth.audit)
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -206,6 +230,10 @@ async def current_user(request: Request) -> Principal:
         raise NeedLogin
     session, user = found
     request.state.who = Principal(user, session, auth.signer.csrf_token(session))
+    renewed = auth.signer.renewed(session, user)
+    if renewed is not None:  # the idle clock restarts; SessionRenewal sends the new cookie
+        request.state.renewed_cookie = (renewed, auth.signer.max_age(session),
+                                        request.url.scheme == "https")
     return request.state.who
 
 
@@ -249,12 +277,39 @@ async def check_csrf(request: Request, who: Principal) -> dict[str, str]:
 
 
 def page(request: Request, template: str, who: Principal | None, context: dict[str, Any],
-         status_code: int = 200) -> HTMLResponse:
+         status_code: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     app = request.app
     site_tpl: Jinja2Templates = getattr(app.state, "templates", templates)
     return site_tpl.TemplateResponse(request, template, {
         "title": app.state.title, "nav": app.state.nav if who else [], "who": who, "path": request.url.path,
-        "version": __version__, **context}, status_code=status_code)
+        "version": __version__, **context}, status_code=status_code, headers=headers)
+
+
+class SessionRenewal:
+    """Sends the renewed session cookie that :func:`current_user` left in ``request.state.renewed_cookie``
+    (pure ASGI, so streaming responses stay streaming)."""
+
+    def __init__(self, app: ASGIApp, cookie: str) -> None:
+        self.app = app
+        self.cookie = cookie
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            renewed = scope.get("state", {}).get("renewed_cookie")
+            if message["type"] == "http.response.start" and renewed:
+                value, max_age, secure = renewed
+                header = Response()
+                header.set_cookie(self.cookie, value, max_age=max_age, httponly=True, samesite="strict",
+                                  secure=secure, path="/")
+                message["headers"] = [*message.get("headers", []),
+                                      *[h for h in header.raw_headers if h[0] == b"set-cookie"]]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
 
 
 class SecurityHeaders:

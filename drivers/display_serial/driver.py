@@ -1,7 +1,7 @@
 """Panels and projectors without a network port, controlled over RS-232 (driver ``display-serial``).
 
 The device family's protocol comes from a YAML profile (:mod:`.profile`; LG panels, Epson ESC/VP21 and
-BenQ projectors ship in ``profiles/``). Every ``poll_s`` the driver sends the profile's poll queries and
+BenQ projectors ship in ``profiles/``). Every ``poll_interval_s`` the driver sends the profile's poll queries and
 emits one reading of the values parsed from the replies (``power_on`` from the query with ``on_values``);
 the identity queries (model, serial) become a ``device_info`` event once per connection, for the asset
 registry. Commands (``power``, ``input``, any the profile names) send the profile's bytes and check the
@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -33,13 +33,16 @@ log = logging.getLogger(__name__)
 class DisplaySerialConfig(DeviceConfig):
     """A panel or projector on an RS-232 line (a USB-serial adapter, often with a null-modem cable)."""
 
+    # old names, still read (issue 19)
+    renamed: ClassVar[Mapping[str, str]] = {"poll_s": "poll_interval_s"}
+
     driver: Literal["display-serial"]
     port: SerialPortPath
     profile: str = Field(description="The device family: lg-panel, epson-escvp21, benq-projector (in "
                          "drivers/display_serial/profiles/), or an absolute path to your own profile.")
     set_id: str = Field("01", pattern=r"^[0-9a-fA-F]{2}$", description="The display's set id, for protocols that "
                         "address several displays on one line (LG: 01 unless changed in its menu).")
-    poll_s: float = Field(30.0, ge=1, le=3600, description="Seconds between status polls.")
+    poll_interval_s: float = Field(30.0, ge=1, le=3600, description="Seconds between status polls.")
     reply_timeout_s: float = Field(2.0, ge=0.05, le=30, description="A reply not complete within this is missing "
                                    "(some projectors answer slowly while warming up).")
     reopen_max_s: float = Field(30.0, ge=0.1, le=3600, description="An unplugged adapter is reopened after 0.5 s, "
@@ -104,7 +107,7 @@ class DisplaySerialDriver(Driver[DisplaySerialConfig]):
                     else:
                         identified = False
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.config.poll_s):
+                        async with asyncio.timeout(self.config.poll_interval_s):
                             await self._wake.wait()
                     self._wake.clear()
 

@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import pynmea2
 import serial
@@ -49,14 +50,17 @@ GGA_STALE_S = 3.0
 class GpsNmeaConfig(DeviceConfig):
     """A GPS receiver on a serial port, sending NMEA 0183."""
 
+    # old names, still read (issue 19)
+    renamed: ClassVar[Mapping[str, str]] = {"serial_port": "port", "backoff_max_s": "reopen_max_s"}
+
     driver: Literal["gps-nmea"]
-    serial_port: str = Field("/dev/serial0", pattern=r"^/", description="The receiver's port: /dev/serial0 for "
+    port: str = Field("/dev/serial0", pattern=r"^/", description="The receiver's port: /dev/serial0 for "
                              "a module on a Pi's UART, /dev/serial/by-id/... for a USB receiver.")
     baudrate: int = Field(9600, ge=1200, le=921600, description="Most modules ship at 9600 baud.")
     interval_s: float = Field(5.0, ge=0.1, le=3600, description="At most one position reading this often.")
     silence_s: float = Field(10.0, ge=0.2, le=3600, description="No valid sentence for this long: the receiver "
                              "is reported offline.")
-    backoff_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen "
+    reopen_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen "
                                  "a missing port.")
 
 
@@ -255,13 +259,13 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
 
     async def run(self, emit: Emit) -> None:
         cfg = self.config
-        backoff = Backoff(first=min(0.5, cfg.backoff_max_s), cap=cfg.backoff_max_s)
+        backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
         while True:
             try:
-                self._port = serial.Serial(cfg.serial_port, cfg.baudrate, timeout=0, exclusive=True)
+                self._port = serial.Serial(cfg.port, cfg.baudrate, timeout=0, exclusive=True)
                 self._port.reset_input_buffer()  # no stale positions from before
             except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
-                self._lost(f"cannot open {cfg.serial_port}: {_reason(exc)}")
+                self._lost(f"cannot open {cfg.port}: {_reason(exc)}")
                 await backoff.sleep()
                 continue
             self._opened()
@@ -269,7 +273,7 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
             try:
                 await self._read(self._port, emit)
             except OSError as exc:
-                self._lost(f"lost {cfg.serial_port}: {_reason(exc)}")
+                self._lost(f"lost {cfg.port}: {_reason(exc)}")
             finally:
                 self._close_port()
             await backoff.sleep()
@@ -344,13 +348,13 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
         cfg = self.config
         hint = (f"; {self._bad_since_valid} bad sentences meanwhile: check the baud rate ({cfg.baudrate})"
                 if self._bad_since_valid else ": check the receiver's power and TX wire")
-        self.outage.down(f"no valid NMEA sentence on {cfg.serial_port} for {quiet:.1f} s{hint}")
+        self.outage.down(f"no valid NMEA sentence on {cfg.port} for {quiet:.1f} s{hint}")
 
     def _lost(self, what: str) -> None:
         self.outage.down(what)
 
     def _opened(self) -> None:
-        self.outage.up(port=self.config.serial_port)
+        self.outage.up(port=self.config.port)
 
     def _close_port(self) -> None:
         port, self._port = self._port, None

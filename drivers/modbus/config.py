@@ -261,6 +261,10 @@ class ModbusDeviceConfig(DeviceConfig):
                                 "the device answers reads that span unused addresses.")
     backoff_max_s: float = Field(30.0, ge=0.1, le=3600, description="Longest wait between retries of a failing "
                                  "device.")
+    identify: bool = Field(False, description="Ask the device once for its make, model and firmware with Read "
+                           "Device Identification (function 43/14) and send them as a device_info event (the asset "
+                           "registry's identity). A device that does not support it is asked once, noted, and "
+                           "polled as before.")
 
     _points: tuple[Point, ...] = PrivateAttr(default=())
     _max_gap: int = PrivateAttr(default=0)

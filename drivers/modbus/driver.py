@@ -36,7 +36,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
-from edugate.contract.records import Emit, Reading, Rejected
+from edugate.contract.records import Emit, Event, Reading, Rejected
 from edugate.drivers.base import Backoff, DeviceState, Driver, Outage
 from edugate.drivers.modbus.codec import (
     EXCEPTION_NAMES,
@@ -269,13 +269,39 @@ class _Link:
                                   f"{len(registers)} of {count} registers")
         return registers
 
+    async def identify(self, unit: int, timeout_s: float) -> dict[int, bytes]:
+        """Read Device Identification (43/14): the regular objects, or the basic ones if the device refuses
+        those; object id -> value. Raises a :class:`ModbusError` subclass."""
+        if not self.client.connected:
+            await self.connect(timeout_s)
+        refused: DeviceRefused | None = None
+        for read_code in (2, 1):  # regular (adds the model name), then basic (vendor, product code, revision)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    response = await self.client.read_device_information(read_code=read_code, device_id=unit)
+            except TimeoutError:
+                raise self._no_answer("identification", unit, timeout_s) from None
+            except ConnectionException:
+                self.client.close()
+                raise LinkError("connection closed") from None
+            except ModbusException as exc:
+                raise GarbledResponse("undecodable response", str(exc), data=self._rx) from None
+            finally:
+                self._last_frame_end = time.monotonic()
+            if not response.isError():
+                return {int(k): v for k, v in dict(getattr(response, "information", {}) or {}).items()
+                        if isinstance(v, bytes)}
+            refused = DeviceRefused(int(getattr(response, "exception_code", 0)))
+        assert refused is not None
+        raise refused
+
     def _no_answer(self, function: str, unit: int, timeout_s: float) -> ModbusError:
         if self._lost:
             self.client.close()
             return LinkError("connection closed by the other end")
         if self._rx:
             diagnose = diagnose_tcp if self.transport == "tcp" else diagnose_rtu
-            return GarbledResponse("garbled response", diagnose(self._rx, unit, FUNCTION_CODE[function]),
+            return GarbledResponse("garbled response", diagnose(self._rx, unit, FUNCTION_CODE.get(function, 43)),
                                    data=self._rx)
         self._timeouts += 1
         if self.transport == "tcp" and self._timeouts >= TIMEOUTS_BEFORE_RECONNECT:
@@ -322,6 +348,15 @@ class Endpoint:
             link = self._idle.pop() if self._idle else self._new_link()
             try:
                 return await link.read(block.function, block.address, block.count, unit, timeout_s)
+            finally:
+                self._idle.append(link)
+
+    async def identify(self, unit: int, timeout_s: float) -> dict[int, bytes]:
+        """Read Device Identification of one unit over a free link."""
+        async with self._slots:
+            link = self._idle.pop() if self._idle else self._new_link()
+            try:
+                return await link.identify(unit, timeout_s)
             finally:
                 self._idle.append(link)
 
@@ -372,6 +407,26 @@ def release_endpoint(endpoint: Endpoint, device_id: str) -> None:
             del table[endpoint.key]
 
 
+IDENTIFICATION_OBJECTS = {0: "make", 1: "product_code", 2: "firmware", 4: "product_name", 5: "model"}
+"""Read Device Identification object ids -> device_info keys (VendorName, ProductCode, MajorMinorRevision,
+ProductName, ModelName)."""
+
+
+def device_info(objects: dict[int, bytes]) -> dict[str, str]:
+    """The 43/14 objects as ``device_info`` data: make, model (ModelName, else ProductName, else ProductCode),
+    firmware, product code; printable text only, at most 64 characters each."""
+    info: dict[str, str] = {}
+    for object_id, key in IDENTIFICATION_OBJECTS.items():
+        text = objects.get(object_id, b"").decode("latin-1")
+        text = "".join(ch for ch in text if ch.isprintable()).strip()[:64]
+        if text:
+            info[key] = text
+    model = info.pop("product_name", None)
+    if "model" not in info and (model or info.get("product_code")):
+        info["model"] = model or info["product_code"]
+    return info
+
+
 # ---------------------------------------------------------------- the driver
 
 
@@ -390,6 +445,7 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
                              still_text="{message} (still failing, {failures} times)",
                              up_text="{where}: back online after {failures} failed polls ({down:.1f} s)")
         self._not_finite: tuple[str, ...] = ()  # values left out of the last reading (NaN, infinity)
+        self._identified = not config.identify  # asked once per run (issue 16: the asset registry's identity)
 
     async def run(self, emit: Emit) -> None:
         cfg = self.config
@@ -427,6 +483,8 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
             except Rejected as exc:
                 self.health.count("rejected")
                 log.warning("%s: reading rejected: %s", self.where, exc)
+            if not self._identified:
+                await self._identify(emit)
 
     async def poll(self) -> Reading:
         """Read every block once; the Reading is stamped when the first request goes out."""
@@ -446,6 +504,27 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
                 self.health.count("reads")
             values.update(block.decode(registers))
         return Reading(cfg.id, self._finite(values), ts)
+
+    async def _identify(self, emit: Emit) -> None:
+        """Ask once for the device's identity (43/14) and send it as a ``device_info`` event; a device that
+        refuses or does not answer is noted in the log and polled as before (never asked again in this run)."""
+        self._identified = True
+        assert self._endpoint is not None
+        try:
+            objects = await self._endpoint.identify(self.config.unit, self.config.timeout_s)
+        except ModbusError as exc:
+            self.health.count("identify_failed")
+            log.info("%s: no device identification (function 43/14): %s", self.where, exc.describe())
+            return
+        info = device_info(objects)
+        if not info:
+            log.info("%s: device identification (43/14) answered without a vendor, product or revision", self.where)
+            return
+        try:
+            await emit(Event(self.config.id, "device_info", {"protocol": "modbus", **info}))
+        except Rejected as exc:
+            self.health.count("rejected")
+            log.warning("%s: device_info rejected: %s", self.where, exc)
 
     def _finite(self, values: dict[str, int | float]) -> dict[str, int | float]:
         """``values`` without NaN and infinities, counted and logged once per change.

@@ -1,6 +1,6 @@
 """PJLink projectors and interactive displays (driver ``pjlink``): status polling, power and input commands.
 
-One TCP connection per poll (``poll_s``) or command, as PJLink devices expect (many accept one controller at
+One TCP connection per poll (``poll_interval_s``) or command, as PJLink devices expect (many accept one controller at
 a time and drop idle connections after 30 s): greet, authenticate with the MD5 digest when the device has a
 password, ask, close. Each poll gives one telemetry reading (power, input, mute, error status, lamp and
 filter hours); the first poll after start and after every outage also asks who the device is (INF1, INF2,
@@ -21,7 +21,7 @@ import logging
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -41,19 +41,22 @@ INFO_QUERIES_2 = (("SNUM", 2, "serial"), ("SVER", 2, "firmware"))
 class PJLinkConfig(DeviceConfig):
     """A projector or display with a PJLink network port (class 1 or class 2)."""
 
+    # old names, still read (issue 19)
+    renamed: ClassVar[Mapping[str, str]] = {"poll_s": "poll_interval_s", "retry_max_s": "reconnect_max_s"}
+
     driver: Literal["pjlink"]
     host: str = Field(min_length=1, max_length=253, description="The device's address, e.g. 10.20.1.101.")
     port: int = Field(codec.DEFAULT_PORT, ge=1, le=65535, description="Its PJLink TCP port (4352).")
     password_file: Path | None = Field(None, description="File holding the PJLink password set in the device's "
                                        "network menu (first line; at most 32 characters). Leave out when the "
                                        "device has none.")
-    poll_s: float = Field(30.0, ge=1, le=3600, description="Seconds between status polls.")
+    poll_interval_s: float = Field(30.0, ge=1, le=3600, description="Seconds between status polls.")
     timeout_s: float = Field(5.0, ge=0.1, le=60, description="A device that does not answer within this is "
                              "offline.")
     notify_port: int | None = Field(None, ge=1, le=65535, description="Listen for class 2 status notifications "
                                     "(UDP) on this port, normally 4352; leave out for class 1 devices.")
-    retry_max_s: float = Field(300.0, ge=1, le=3600, description="An offline device is tried again after "
-                               "poll_s, then twice as long each time, up to this many seconds apart.")
+    reconnect_max_s: float = Field(300.0, ge=1, le=3600, description="An offline device is tried again after "
+                               "poll_interval_s, then twice as long each time, up to this many seconds apart.")
 
     @field_validator("password_file")
     @classmethod
@@ -200,7 +203,7 @@ class PJLinkDriver(Driver[PJLinkConfig]):
 
     async def run(self, emit: Emit) -> None:
         cfg = self.config
-        backoff = Backoff(cfg.poll_s, cfg.retry_max_s)
+        backoff = Backoff(cfg.poll_interval_s, cfg.reconnect_max_s)
         if cfg.notify_port is not None:
             await self._listen(cfg.notify_port)
         while True:
@@ -234,7 +237,7 @@ class PJLinkDriver(Driver[PJLinkConfig]):
 
     async def _pause(self, backoff: Backoff | None) -> None:
         """Until the next poll is due, a notification or a command asks for one sooner."""
-        delay = self.config.poll_s if backoff is None else backoff.delay
+        delay = self.config.poll_interval_s if backoff is None else backoff.delay
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()

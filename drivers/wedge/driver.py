@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -46,6 +46,9 @@ CONTROL_KEYS = {1: "Esc", 14: "Backspace", 15: "Tab", 58: "CapsLock", 111: "Dele
 class WedgeConfig(CardReaderConfig):
     """A USB keyboard-wedge card or barcode reader."""
 
+    # old names, still read (issue 19)
+    renamed: ClassVar[Mapping[str, str]] = {"backoff_max_s": "reopen_max_s"}
+
     driver: Literal["wedge"]
     device_path: str = Field(pattern=r"^/", description="The reader's input device; use the stable name, e.g. "
                              "/dev/input/by-id/usb-<vendor>_<model>-event-kbd (see docs/drivers/wedge-wiegand.md).")
@@ -60,7 +63,7 @@ class WedgeConfig(CardReaderConfig):
     key_timeout_s: float = Field(0.5, gt=0, le=10, description="A read not ended by Enter within this time of its "
                                  "last key is dropped (a reader types a whole card in well under 0.1 s).")
     grab: bool = Field(True, description="Take the reader exclusively so that its keystrokes reach no console.")
-    backoff_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen a "
+    reopen_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen a "
                                  "missing reader.")
 
     @model_validator(mode="after")
@@ -253,7 +256,7 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
 
     async def reads(self) -> AsyncIterator[CardRead]:
         cfg = self.config
-        backoff = Backoff(first=min(0.5, cfg.backoff_max_s), cap=cfg.backoff_max_s)
+        backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
         while True:
             try:
                 self._source = self._factory(cfg.device_path)

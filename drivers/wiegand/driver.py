@@ -20,8 +20,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Literal, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -39,6 +39,9 @@ LineOffset = int
 class WiegandConfig(CardReaderConfig):
     """A Wiegand 26/34-bit reader on two GPIO inputs, with optional LED and beeper outputs."""
 
+    # old names, still read (issue 19)
+    renamed: ClassVar[Mapping[str, str]] = {"backoff_max_s": "reopen_max_s"}
+
     driver: Literal["wiegand"]
     chip: str = Field("/dev/gpiochip0", pattern=r"^/dev/", description="The GPIO chip (gpiodetect lists them; "
                       "the 40-pin header is /dev/gpiochip0 on a Pi 4 and on a Pi 5 with a current kernel).")
@@ -55,7 +58,7 @@ class WiegandConfig(CardReaderConfig):
     frame_gap_ms: float = Field(25.0, ge=2, le=500, description="Quiet time that ends a frame.")
     check_pulse_width: bool = Field(False, description="Also watch rising edges and reject pulses outside "
                                     "10-500 µs (catches noise; doubles the interrupts).")
-    backoff_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen "
+    reopen_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen "
                                  "the GPIO chip.")
 
     @model_validator(mode="after")
@@ -193,7 +196,7 @@ class WiegandDriver(CardReaderDriver[WiegandConfig]):
 
     async def reads(self) -> AsyncIterator[CardRead]:
         cfg = self.config
-        backoff = Backoff(first=min(0.5, cfg.backoff_max_s), cap=cfg.backoff_max_s)
+        backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
         where = f"{cfg.chip} lines {cfg.d0_line}/{cfg.d1_line}"
         while True:
             try:

@@ -221,7 +221,7 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-STREAMING_DRIVERS = {"gps-nmea": "serial_port", "thermometer": "port"}  # devices that send on their own
+STREAMING_DRIVERS = {"gps-nmea": "port", "thermometer": "port"}  # devices that send on their own
 
 
 def check_sends(path: str, baudrate: int, seconds: float) -> Result:

@@ -47,15 +47,18 @@ def migrate(
     A file written by a newer EduGate is refused and left as it is (exit code 2)."""
     from edugate.common.yamlconfig import exit_with_problems
     from edugate.gateway.config import ConfigError, load_config
-    from edugate.gateway.doctor.migrate import MigrateError, migrate_config, migrate_outbox
+    from edugate.gateway.doctor.migrate import MigrateError, migrate_config, migrate_outbox, rename_old_options
 
     try:
         step = migrate_config(config, check_only=check_only)
         typer.echo(str(step))
         try:
+            renames = rename_old_options(config, check_only=check_only)
             cfg = load_config(config)
         except ConfigError as exc:
             exit_with_problems(config, exc)
+        for rename in renames:
+            typer.echo(str(rename))
         outbox = migrate_outbox(Path(cfg.storage.path), check_only=check_only)
     except MigrateError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -65,7 +68,7 @@ def migrate(
         raise typer.Exit(code=2) from None
     typer.echo(str(outbox) if outbox else f"{cfg.storage.path}: no outbox yet (created at the first run)")
     pending = [s for s in (step, outbox) if s is not None and s.before != s.after and not s.done]
-    raise typer.Exit(code=1 if pending else 0)
+    raise typer.Exit(code=1 if pending or any(not r.done for r in renames) else 0)
 
 
 def register(app: typer.Typer) -> None:

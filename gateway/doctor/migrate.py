@@ -3,7 +3,8 @@
 The config file carries ``schema_version`` (a file without it is version 1) and the outbox a ``schema_version``
 row in its ``meta`` table (a file without it is version 1). Version 1 is the only one so far, so migrating means
 recording the version where it is missing; a file with a newer version than this EduGate reads is refused with a
-message saying so, never rewritten. The next schema change adds its step here.
+message saying so, never rewritten. Options under an old name (``serial_port`` of the GPS receiver, and the others
+in each driver's ``renamed``) are renamed in place. The next schema change adds its step here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from edugate.common.yamlconfig import parse_mapping
 from edugate.gateway.config import SCHEMA_VERSION as CONFIG_SCHEMA_VERSION
+from edugate.gateway.config import load_config
 from edugate.gateway.runtime.outbox import SCHEMA_VERSION as OUTBOX_SCHEMA_VERSION
 from edugate.gateway.runtime.outbox import OutboxSchemaError, check_schema_version, read_schema_version
 
@@ -71,11 +74,66 @@ def migrate_config(path: Path, *, check_only: bool = False) -> Step:
         while at < len(lines) and (lines[at].startswith("#") or not lines[at].strip()):
             at += 1
         lines.insert(at, f"schema_version: {CONFIG_SCHEMA_VERSION}\n")
-        tmp = path.with_name(path.name + ".migrating")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        tmp.chmod(path.stat().st_mode & 0o7777)
-        tmp.replace(path)
+        _replace(path, "".join(lines))
     return Step(path, version, CONFIG_SCHEMA_VERSION, done=not check_only)
+
+
+@dataclass
+class Rename:
+    """An option under its old name (issue 19: one name per setting across drivers), renamed in place."""
+
+    file: Path
+    line: int
+    old: str
+    new: str
+    done: bool
+
+    def __str__(self) -> str:
+        verb = "renamed" if self.done else "would be renamed"
+        return f"{self.file}:{self.line}: {self.old!r} -> {self.new!r}: {verb}"
+
+
+def rename_old_options(path: Path, *, check_only: bool = False) -> list[Rename]:
+    """Rename the devices' options that still use an old name, in place: only the key's text on its line
+    changes, comments and layout stay. The file must be a valid config (:class:`ConfigError` otherwise)."""
+    cfg = load_config(path)
+    text = path.read_text(encoding="utf-8")
+    root, _, _ = parse_mapping(text, str(path))
+    lines = text.splitlines(keepends=True)
+    renames: list[Rename] = []
+    for i, dev in enumerate(cfg.devices):
+        for old, new in dev.deprecated_names():
+            key = _key_node(root, ("devices", i, old))
+            if key is None:
+                continue
+            row, col = key.start_mark.line, key.start_mark.column
+            if lines[row][col:col + len(old)] != old:  # a quoted or flow-style key: leave it, say where
+                raise MigrateError(f"{path}:{row + 1}: rename {old!r} to {new!r} by hand (written in a way "
+                                   "this command does not rewrite)")
+            lines[row] = lines[row][:col] + new + lines[row][col + len(old):]
+            renames.append(Rename(path, row + 1, old, new, done=not check_only))
+    if renames and not check_only:
+        _replace(path, "".join(lines))
+    return renames
+
+
+def _key_node(root: yaml.Node | None, loc: tuple[str | int, ...]) -> yaml.Node | None:
+    node, key = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            key, node = next(((k, v) for k, v in node.value if k.value == part), (None, None))
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            key, node = None, node.value[part]
+        else:
+            return None
+    return key
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".migrating")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(path.stat().st_mode & 0o7777)
+    tmp.replace(path)
 
 
 def migrate_outbox(path: Path, *, check_only: bool = False) -> Step | None:

@@ -22,14 +22,14 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from edugate.contract import __version__
 from edugate.contract import commands as contract_commands
@@ -56,10 +56,15 @@ from edugate.contract.commands import format_errors as _format_errors
 from edugate.contract.topics import TOPIC_ROOT
 from edugate.drivers.base import CommandError
 from edugate.gateway.downlink.config import DownlinkConfig, DownlinkSetupError
+from edugate.gateway.downlink.registry import (  # noqa: F401 - re-exported: components import them from here too
+    Command,
+    CommandArgs,
+    CommandRegistry,
+    Handler,
+)
 
 log = logging.getLogger(__name__)
 
-_NAME_RE = NAME_RE
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -195,56 +200,6 @@ class ReplayStore:
 
 
 # ---------------------------------------------------------------- registry
-
-A = TypeVar("A", bound=BaseModel)
-Handler = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
-
-
-class CommandArgs(BaseModel):
-    """A convenient base for argument models: unknown keys are errors (a typo is not silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    args_model: type[BaseModel]
-    handler: Handler
-    description: str = ""
-
-
-class CommandRegistry:
-    """Command name -> (argument model, async handler). Gateway components register their commands here::
-
-        registry.register("access.allowlist.set", AllowListArgs, allowlist.set_from_command)
-
-    The handler gets the validated model and returns a JSON-serialisable mapping (the ``result``). To
-    refuse, it raises :class:`drivers.base.CommandError` with a message for the operator.
-    """
-
-    def __init__(self) -> None:
-        self._commands: dict[str, Command] = {}
-
-    def register(self, name: str, args_model: type[A], handler: Callable[[A], Awaitable[Mapping[str, Any] | None]],
-                 *, description: str = "") -> None:
-        if not (len(name) <= 64 and _NAME_RE.fullmatch(name)):
-            raise ValueError(f"{name!r} is not a command name (dotted lower-case words, e.g. 'access.allowlist.set')")
-        if name in self._commands:
-            raise ValueError(f"command {name!r} is already registered")
-        if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
-            raise TypeError(f"the arguments of {name!r} must be a pydantic model class")
-        self._commands[name] = Command(name, args_model, handler, description)
-
-    def get(self, name: str) -> Command | None:
-        return self._commands.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._commands)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._commands
-
 
 # ---------------------------------------------------------------- built-in commands
 

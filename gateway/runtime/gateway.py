@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -21,7 +22,7 @@ from edugate.common.privacy import open_school_key
 from edugate.common.yamlconfig import format_path
 from edugate.contract import __version__
 from edugate.contract.records import Emit, Event, Item, Reading, Rejected
-from edugate.contract.state import HEALTH_BOOLEAN_VALUES
+from edugate.contract.state import HEALTH_BOOLEAN_VALUES, ModelEntry, model_entries, model_health_values
 from edugate.drivers.base import DeviceState, Driver, DriverContext
 from edugate.drivers.registry import driver_class
 from edugate.gateway.config import GatewayConfigBase, config_warnings
@@ -36,6 +37,8 @@ from edugate.gateway.services.registry import build_services
 
 if TYPE_CHECKING:
     from edugate.gateway.downlink.commands import Downlink
+    from edugate.gateway.downlink.config_apply import RemoteConfig
+    from edugate.gateway.update.trial import Trial
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,9 @@ def observing(service: Service) -> Callable[[Record], Record | None]:
 class Gateway:
     """Owns everything one gateway runs. ``await Gateway(cfg).run()`` until cancelled or signalled."""
 
-    def __init__(self, cfg: GatewayConfigBase) -> None:
+    def __init__(self, cfg: GatewayConfigBase, config_path: Path | None = None, trial: Trial | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path  # None when built from a config object (tests); the doctor page needs it
         self.clock = Clock(cfg.clock.synced)
         self.started_at = time.time()
         self.pseudonymizer = open_school_key(cfg.privacy.secret_file, cfg.privacy.card_identity)  # checks the rule
@@ -77,6 +81,8 @@ class Gateway:
                 driver.ctx = context
                 self.drivers[dev.id] = driver
         self.services = build_services(cfg)
+        for service in self.services:  # a service may act on devices (the energy rule's switch-off, issue 16)
+            service.use_devices(self.drivers.get)
         for loc, message in config_warnings(cfg):  # valid, but probably not meant (`edugate check` says so too)
             log.warning("%s: %s", format_path(loc), message)
         self.downlink: Downlink | None = None
@@ -85,10 +91,22 @@ class Gateway:
             self.downlink = Downlink.from_config(
                 cfg.downlink, school=cfg.school, gateway=cfg.gateway, outbox_path=cfg.storage.path, clock=self.clock,
                 device_lookup=self.drivers.get)
+        if self.downlink is not None and (tls := cfg.uplink.tls) is not None and tls.cert_file and tls.ca_file:
+            from edugate.gateway.downlink.certificate import CertificateRenewal  # cert.csr, cert.install (issue 18)
+            CertificateRenewal(tls, cfg.school, cfg.gateway).register(self.downlink.registry)
         if self.downlink is not None:
             for service in self.services:
                 for name, command in service.commands().items():
                     self.downlink.registry.register(name, command.args, command.handler)
+        self.remote: RemoteConfig | None = None  # config.apply/get, driver.restart and a change's trial (issue 18)
+        if config_path is not None:
+            from edugate.gateway.downlink.config_apply import RemoteConfig
+            self.remote = RemoteConfig(self, config_path, trial)
+            if self.downlink is not None:
+                self.remote.register(self.downlink.registry)
+        self.after_stop: Callable[[], None] | None = None  # what to do once run() has returned: restart()
+        self._driver_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
         self.outbox: Outbox | None = None
         self._over_budget_tasks: set[asyncio.Task[None]] = set()
         self.pipeline: Pipeline | None = None
@@ -123,12 +141,15 @@ class Gateway:
                 for service in self.services:
                     tg.create_task(self._keep_running(service.name, partial(service.run, self.emit)),
                                    name=f"service:{service.name}")
-                driver_tasks = [tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
-                                for device_id, driver in self.drivers.items()]
+                self._tg = tg
+                if self.remote is not None:
+                    tg.create_task(self._keep_running("remote-config", self.remote.run), name="remote-config")
+                self._driver_tasks = {device_id: tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
+                                      for device_id, driver in self.drivers.items()}
                 systemd.notify(f"READY=1\nSTATUS=gateway {cfg.school}/{cfg.gateway} running")
                 await self._stop.wait()
                 systemd.notify("STOPPING=1")
-                await self._stop_drivers(driver_tasks)  # no new records while saying goodbye
+                await self._stop_drivers(list(self._driver_tasks.values()))  # no new records while saying goodbye
                 await self.uplink.shutdown()  # "offline, shutdown" while the connection is still up
                 raise _Stopping
         except* _Stopping:
@@ -138,6 +159,26 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def restart(self, action: Callable[[], None]) -> None:
+        """Stop cleanly (outbox closed), then ``action`` (e.g. re-execute the gateway) once run() has returned."""
+        self.after_stop = action
+        self.stop()
+
+    async def restart_driver(self, device_id: str) -> None:
+        """Stop one device's driver, close it, and start a fresh driver for the device (``driver.restart``)."""
+        old, task = self.drivers[device_id], self._driver_tasks.get(device_id)
+        if task is None or self._tg is None:
+            raise RuntimeError("the gateway is not running")
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.2)
+        with contextlib.suppress(Exception):
+            await old.close()
+        driver = driver_class(old.config.driver)(old.config)
+        driver.ctx = old.ctx
+        self.drivers[device_id] = driver
+        self._driver_tasks[device_id] = self._tg.create_task(self._supervise(driver), name=f"driver:{device_id}")
 
     async def _stop_drivers(self, tasks: list[asyncio.Task[None]]) -> None:
         """Cancel the driver tasks, wait until they have ended, then let the drivers close their ports.
@@ -248,7 +289,20 @@ class Gateway:
             values |= self.downlink.stats.as_dict()
         skipped = sum(d.health.counters.get("skipped_polls", 0) for d in self.drivers.values())
         values["skipped_polls"] = skipped
+        values |= model_health_values(self.model_entries())  # model_<name>_calls, ... (issue 14)
         return values
+
+    def model_entries(self) -> dict[str, ModelEntry]:
+        """The on-device models the services run (the model stage, the attendance checks): the state's ``models``.
+        A service whose status fails is left out (logged): the health record and the state still go out."""
+        statuses = []
+        for service in self.services:
+            try:
+                statuses.append(service.status())
+            except Exception as exc:
+                log.error("service %s: status failed (%s: %s); its models are not in the health record",
+                          service.name, type(exc).__name__, exc)
+        return model_entries(statuses)
 
     def health_record_values(self) -> dict[str, Any]:
         """The health record's values: the contract's booleans (``HEALTH_BOOLEAN_VALUES``, e.g. ``clock_synced``,
@@ -275,6 +329,7 @@ class Gateway:
                 }
                 for device_id, d in self.drivers.items()
             },
+            "models": self.model_entries(),
         }
 
     def status(self) -> dict[str, Any]:

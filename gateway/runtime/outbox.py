@@ -1,6 +1,8 @@
 """The durable outbox: every record is committed to SQLite (WAL) before anyone
 is told it was accepted, and leaves only when the broker has PUBACKed the
-message that carried it.
+message that carried it (:meth:`Outbox.ack`) or, with the end-to-end
+acknowledgement, when central has confirmed it stored it (:meth:`Outbox.confirm`,
+seq ranges from ``.../stored``; the uplink then does not call ``ack``).
 
 * One writer thread owns the write connection and commits in groups: every
   record that arrived while the previous commit was on disk goes into the next
@@ -130,6 +132,8 @@ class OutboxStats:
     next_seq: int = 1
     disk_bytes: int = 0  # database + WAL files, as measured after the latest commit
     thin_passes: int = 0
+    confirmed: int = 0  # records deleted on central's confirmation (end-to-end acknowledgement)
+    thinned_unconfirmed: int = 0  # of telemetry_thinned: acknowledged by the broker, not yet confirmed (may arrive)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +149,8 @@ class OutboxStats:
             "telemetry_thinned": self.telemetry_thinned,
             "events_over_budget": self.events_over_budget,
             "outbox_thin_passes": self.thin_passes,
+            "outbox_confirmed": self.confirmed,
+            "telemetry_thinned_unconfirmed": self.thinned_unconfirmed,
             "next_seq": self.next_seq,
         }
 
@@ -160,6 +166,12 @@ class _Put:
 class _Ack:
     kind: Kind
     seqs: Sequence[int]
+
+
+@dataclass(slots=True)
+class _Confirm:
+    kind: Kind
+    ranges: Sequence[tuple[int, int]]  # inclusive seq ranges central stored
 
 
 @dataclass
@@ -222,8 +234,8 @@ class Outbox:
         self.stats = OutboxStats(budget_bytes=budget_bytes)
         self.sync = sync
         self.telemetry_commit_delay_s = telemetry_commit_delay_s
-        self._ops: queue.SimpleQueue[list[_Put | _Ack] | None] = queue.SimpleQueue()
-        self._held: list[_Put | _Ack] = []  # telemetry waiting for company (event loop side)
+        self._ops: queue.SimpleQueue[list[_Put | _Ack | _Confirm] | None] = queue.SimpleQueue()
+        self._held: list[_Put | _Ack | _Confirm] = []  # telemetry waiting for company (event loop side)
         self._held_since = 0.0
         self._last_held = 0.0
         self._last_device: Any = None  # the device of the latest reading, and when it came
@@ -246,6 +258,10 @@ class Outbox:
         # Telemetry up to this seq was handed to the uplink on its current connection (published, awaiting its
         # PUBACK): never thinned, so a record is either thinned or delivered, and the count stays exact.
         self._sent_upto = 0
+        # ... except what the uplink says the broker acknowledged (:meth:`handed`): with the end-to-end
+        # acknowledgement such records stay until central confirms them, and may be thinned meanwhile.
+        self._handed_upto = 0
+        self.central_confirms = False  # central has confirmed records at least once (persisted in meta)
         self._spacing: dict[str, int] = {}  # device -> spacing the last pass left (ms); reset once drained
         self._page_size = 4096
         self._over_since: float | None = None  # monotonic time the current episode over the budget began
@@ -277,6 +293,8 @@ class Outbox:
             top = max(top, m)
             self.newest[kind] = m
         self.stats.next_seq = max(row[0] if row else 1, top + 1)
+        confirms = self._writer_conn.execute("SELECT value FROM meta WHERE key='central_confirms'").fetchone()
+        self.central_confirms = bool(confirms and confirms[0])
         for kind, table in TABLES.items():
             (self.stats.records[kind.value],) = self._writer_conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         self.stats.bytes = self._used_bytes(self._writer_conn)
@@ -346,21 +364,36 @@ class Outbox:
         if seqs and not self._closed:
             self._ops.put([_Ack(kind, seqs)])
 
+    def confirm(self, kind: Kind, ranges: Sequence[tuple[int, int]]) -> None:
+        """Central stored the records of ``kind`` in these inclusive seq ranges: delete them (next group commit),
+        and remember for good that central confirms (:attr:`central_confirms`)."""
+        if ranges and not self._closed:
+            self.central_confirms = True
+            self._ops.put([_Confirm(kind, ranges)])
+
+    def handed(self, upto: int) -> None:
+        """Every telemetry record up to seq ``upto`` sent on this connection was acknowledged by the broker: those
+        kept for central's confirmation are no longer in flight, so thinning may take them (counted apart)."""
+        self._handed_upto = upto
+
     @property
     def thinning(self) -> bool:
         """A thinning pass is under way (it goes on by itself, a chunk per commit, until the backlog is done)."""
         return self._pass is not None
 
-    async def fetch(self, kind: Kind, after: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
-        """Queued records of ``kind`` with seq > ``after``, oldest first, at most ``limit``/``max_bytes``."""
-        return await asyncio.to_thread(self._fetch_sync, kind, after, limit, max_bytes)
+    async def fetch(self, kind: Kind, after: int, limit: int, max_bytes: int,
+                    upto: int | None = None) -> list[tuple[int, bytes]]:
+        """Queued records of ``kind`` with seq > ``after``, oldest first, at most ``limit``/``max_bytes``.
+        With ``upto`` (a resend of records the broker acknowledged before): only seq <= ``upto``."""
+        return await asyncio.to_thread(self._fetch_sync, kind, after, limit, max_bytes, upto)
 
-    def _fetch_sync(self, kind: Kind, after: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    def _fetch_sync(self, kind: Kind, after: int, limit: int, max_bytes: int,
+                    upto: int | None = None) -> list[tuple[int, bytes]]:
         assert self._reader is not None
         with self._read_lock:
             rows = self._reader.execute(
-                f"SELECT seq, payload FROM {TABLES[kind]} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-            ).fetchall()
+                f"SELECT seq, payload FROM {TABLES[kind]} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (after, (1 << 63) - 1 if upto is None else upto, limit)).fetchall()
         out: list[tuple[int, bytes]] = []
         total = 0
         for seq, payload in rows:
@@ -368,12 +401,23 @@ class Outbox:
             if out and total > max_bytes:
                 break
             out.append((seq, payload))
-        if kind is Kind.TELEMETRY:
+        if kind is Kind.TELEMETRY and upto is None:
             if after < self._sent_upto:  # the uplink starts over (a new connection resends everything)
                 self._sent_upto = after
+                self._handed_upto = min(self._handed_upto, after)
             if out:
                 self._sent_upto = max(self._sent_upto, out[-1][0])
         return out
+
+    async def oldest(self, kind: Kind) -> int | None:
+        """The lowest seq of ``kind`` still queued (None: none)."""
+        return await asyncio.to_thread(self._oldest_sync, kind)
+
+    def _oldest_sync(self, kind: Kind) -> int | None:
+        assert self._reader is not None
+        with self._read_lock:
+            (seq,) = self._reader.execute(f"SELECT min(seq) FROM {TABLES[kind]}").fetchone()
+        return int(seq) if seq is not None else None
 
     async def close(self) -> None:
         if self._closed:
@@ -400,7 +444,7 @@ class Outbox:
                     ops = []
             else:
                 ops = self._ops.get()
-            group: list[_Put | _Ack] = []
+            group: list[_Put | _Ack | _Confirm] = []
             if ops is None:
                 running = False
             else:
@@ -443,9 +487,10 @@ class Outbox:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self.stats.disk_bytes = self._disk_bytes()
 
-    def _commit(self, conn: sqlite3.Connection, group: list[_Put | _Ack]) -> None:
+    def _commit(self, conn: sqlite3.Connection, group: list[_Put | _Ack | _Confirm]) -> None:
         puts = [op for op in group if isinstance(op, _Put)]
         acks = [op for op in group if isinstance(op, _Ack)]
+        confirms = [op for op in group if isinstance(op, _Confirm)]
         seq = self.stats.next_seq
         rows: dict[Kind, list[tuple[int, bytes]]] = {Kind.TELEMETRY: [], Kind.EVENT: []}
         assigned: list[tuple[asyncio.Future[int] | None, int]] = []
@@ -467,6 +512,14 @@ class Outbox:
                 if seqs:
                     gone[kind] = conn.executemany(f"DELETE FROM {TABLES[kind]} WHERE seq = ?",
                                                   [(s,) for s in seqs]).rowcount
+            confirmed = 0
+            for confirm in confirms:
+                count = conn.executemany(f"DELETE FROM {TABLES[confirm.kind]} WHERE seq BETWEEN ? AND ?",
+                                         confirm.ranges).rowcount
+                gone[confirm.kind] += count
+                confirmed += count
+            if confirms:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('central_confirms', 1)")
             telemetry_left = self.stats.records["telemetry"] + len(rows[Kind.TELEMETRY]) - gone[Kind.TELEMETRY]
             thinned, used, notice = self._enforce_budget(conn, telemetry_left)
             if puts:
@@ -485,7 +538,8 @@ class Outbox:
             self.stats.records[kind.value] += len(kind_rows) - gone[kind]
             if kind_rows:
                 self.newest[kind] = kind_rows[-1][0]
-        self.stats.acked += gone[Kind.TELEMETRY] + gone[Kind.EVENT]
+        self.stats.acked += gone[Kind.TELEMETRY] + gone[Kind.EVENT] - confirmed
+        self.stats.confirmed += confirmed
         self.stats.records["telemetry"] -= thinned
         self.stats.telemetry_thinned += thinned
         self.stats.bytes = used
@@ -605,9 +659,11 @@ class Outbox:
             except (orjson.JSONDecodeError, AttributeError):
                 kept.append((seq, payload))  # not ours to judge
                 continue
-            if seq <= self._sent_upto or device == GATEWAY_DEVICE or thin.keep(device, ts):
+            if self._handed_upto < seq <= self._sent_upto or device == GATEWAY_DEVICE or thin.keep(device, ts):
                 # in flight to the broker; or the gateway's health, which is never thinned
                 kept.append((seq, payload))
+            elif seq <= self._sent_upto:  # the broker has it, central has not confirmed it: it may yet arrive
+                self.stats.thinned_unconfirmed += 1
         thin.cursor = chunk[-1][0]
         removed = len(chunk) - len(kept)
         if removed:

@@ -7,6 +7,11 @@ Taps up to ``early_min`` before a period count for it. When a period ends, one
 ``attendance_summary`` event per room gives ``present`` (distinct cards) and
 ``late`` counts; rooms with a reader and nobody present report 0.
 
+With ``checks:`` in the timetable, the attendance checks run too (``attendance_checks.py``): rooms whose head
+count (a camera, or the occupancy model) is clearly above the cards tapped in a period
+(``attendance.untapped_heads``), and a card tapped in two rooms too far apart too quickly
+(``attendance.card_shared``).
+
 The open tallies live in a small state file (atomic replace, fsync) written when
 a card is first counted in a period, so a gateway restarted mid-period (power
 cut, update) still sends that period's summary with the taps seen before the
@@ -32,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edugate.contract.records import Emit, Event
 from edugate.drivers.base import DeviceConfig
-from edugate.gateway.services.base import Section, Service, ServiceSetup, card_taps, card_taps_at
+from edugate.gateway.services.attendance_checks import AttendanceChecks, ChecksConfig, ChecksStatus
+from edugate.gateway.services.base import Section, Select, Service, ServiceSetup, card_taps, card_taps_at
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ class TimetableConfig(BaseModel):
     early_min: float = Field(15, ge=0, le=120, description="Taps this long before a start count for it.")
     state_file: Path | None = Field(None, description="Open tallies, kept across restarts (default: "
                                     "attendance-tallies.json next to the outbox).")
+    checks: ChecksConfig | None = Field(None, description="Attendance checks: heads above taps, shared cards "
+                                        "(docs/models.md); none = off.")
 
     @model_validator(mode="after")
     def _check(self) -> TimetableConfig:
@@ -78,9 +86,11 @@ class TimetableConfig(BaseModel):
         return self
 
 
-class AttendanceStatus(TypedDict):
+class AttendanceStatus(TypedDict, total=False):
     summaries: int
     open_tallies: int
+    checks: ChecksStatus  # with ``checks:`` only
+    models: dict[str, Any]  # the checks' classifiers (RunnerStatus), as the models service reports its own
 
 
 @dataclass
@@ -92,7 +102,7 @@ class Attendance(Service):
     name = "attendance"
     order = 20
     section = Section("timetable", TimetableConfig, "Periods for attendance; none = no attendance.")
-    observes = (card_taps_at("attendance", "lab"),)
+    observes: tuple[Select, ...] = (card_taps_at("attendance", "lab"),)
 
     @classmethod
     def from_config(cls, setup: ServiceSetup) -> Attendance | None:
@@ -100,8 +110,11 @@ class Attendance(Service):
         timetable = setup.section
         if not isinstance(timetable, TimetableConfig):
             return None
-        return cls(timetable, setup.timezone, setup.readers("attendance", "lab"),
-                   state_file=timetable.state_file or setup.data_dir / "attendance-tallies.json")
+        readers = setup.readers("attendance", "lab")
+        rooms = {room or device for device, room in readers.items()}
+        return cls(timetable, setup.timezone, readers,
+                   state_file=timetable.state_file or setup.data_dir / "attendance-tallies.json",
+                   head_devices={d.id: d.room for d in setup.devices if d.room in rooms and d.id not in readers})
 
     @classmethod
     def config_warnings(cls, section: BaseModel | None,
@@ -116,8 +129,9 @@ class Attendance(Service):
                 for i, dev in enumerate(devices) if dev.enabled and getattr(dev, "role", None) == "attendance"]
 
     def __init__(self, timetable: TimetableConfig, tz: str, readers: dict[str, str | None],
-                 state_file: Path | None = None) -> None:
-        """``readers``: attendance reader device id -> room. ``state_file``: where open tallies are kept."""
+                 state_file: Path | None = None, head_devices: dict[str, str | None] | None = None) -> None:
+        """``readers``: attendance reader device id -> room. ``state_file``: where open tallies are kept.
+        ``head_devices``: other devices in the readers' rooms (their ``people`` readings count heads)."""
         self.timetable = timetable
         self.tz = ZoneInfo(tz)
         self.room_reader: dict[str, str] = {}
@@ -128,6 +142,13 @@ class Attendance(Service):
         self._summarised: set[tuple[str, str]] = set()  # (date, period)
         self.summaries = 0
         self.state_file = state_file
+        self.checks: AttendanceChecks | None = None
+        self._pairs: asyncio.Queue[tuple[str, str, tuple[str, str], list[float], float]] = asyncio.Queue(1000)
+        if timetable.checks is not None:
+            self.checks = AttendanceChecks(timetable.checks, self.tz, [(p.start, p.end) for p in timetable.periods],
+                                          timetable.early_min)
+            self.observes = (*self.observes, Select(kinds=frozenset({"event"}), event_types=frozenset({"occupancy"})),
+                             Select(kinds=frozenset({"telemetry"}), devices=frozenset(head_devices or {})))
         self._load()
 
     # ------------------------------------------------------------------ state on disk
@@ -181,8 +202,18 @@ class Attendance(Service):
 
     def stage(self, record: dict[str, Any]) -> dict[str, Any] | None:
         data = card_taps(record, "attendance", "lab")
+        if data is None and self.checks is not None:
+            self._head_count(record)
         if data is None or data.get("direction") == "out" or record["device"] not in self.rooms:
             return record
+        if self.checks is not None and isinstance(data.get("card"), str):
+            pair = self.checks.tap(data["card"], self.rooms[record["device"]], record["ts"] / 1000)
+            if pair is not None:
+                try:
+                    self._pairs.put_nowait((record["device"], data["card"], (pair[0], self.rooms[record["device"]]),
+                                            pair[1], record["ts"] / 1000))
+                except asyncio.QueueFull:
+                    log.warning("attendance checks: 1000 tap pairs waiting; this one is not checked")
         when = dt.datetime.fromtimestamp(record["ts"] / 1000, self.tz)
         found = self.period_at(when)
         if found is None:
@@ -197,6 +228,42 @@ class Attendance(Service):
             tally.cards[data["card"]] = late
             self._save()
         return record
+
+    def _head_count(self, record: dict[str, Any]) -> None:
+        """A camera's ``people`` reading, or the occupancy model's ``occupancy`` event, in a reader's room."""
+        assert self.checks is not None
+        room = record.get("room") or record.get("device")
+        if record.get("type") == "occupancy":
+            people, camera = (record.get("data") or {}).get("people"), False
+        else:
+            people, camera = (record.get("values") or {}).get("people"), True
+        if isinstance(people, int | float) and not isinstance(people, bool) and isinstance(room, str):
+            self.checks.head_count(room, record["ts"] / 1000, float(people), camera)
+
+    async def check(self, summaries: list[Event]) -> list[Event]:
+        """The untapped-heads check of each room summarised (its ``present`` are the cards tapped)."""
+        if self.checks is None:
+            return []
+        found = []
+        ends = {p.name: (p.start, p.end) for p in self.timetable.periods}
+        for summary in summaries:
+            if summary.type != "attendance_summary" or summary.data["period"] not in ends:
+                continue
+            day = dt.date.fromisoformat(summary.data["date"])
+            start, end = (dt.datetime.combine(day, t, self.tz).timestamp() for t in ends[summary.data["period"]])
+            event = await self.checks.check_room(summary.device, self.rooms[summary.device], summary.data["date"],
+                                                 summary.data["period"], start, end, summary.data["present"])
+            if event is not None:
+                found.append(event)
+        return found
+
+    async def _check_pairs(self, emit: Emit) -> None:
+        assert self.checks is not None
+        while True:
+            reader, card, rooms, row, ts = await self._pairs.get()
+            event = await self.checks.check_pair(reader, card, rooms, row, ts)
+            if event is not None:
+                await emit(event)
 
     def due(self, now: dt.datetime) -> list[Event]:
         """Summary events for every period that has ended by ``now`` and was not summarised yet.
@@ -245,14 +312,31 @@ class Attendance(Service):
         for p in self.timetable.periods:
             if dt.datetime.combine(now.date(), p.end, now.tzinfo) <= now and (today, p.name) not in counted:
                 self._summarised.add((today, p.name))
-        while True:
-            await asyncio.sleep(15)
-            for event in self.due(dt.datetime.now(self.tz)):
-                await emit(event)
-                self.summaries += 1
+        pairs: asyncio.Task[None] | None = None
+        if self.checks is not None:
+            await self.checks.load_models()
+            pairs = asyncio.create_task(self._check_pairs(emit), name="attendance-card-sharing")
+        try:
+            while True:
+                await asyncio.sleep(15)
+                summaries = self.due(dt.datetime.now(self.tz))
+                for event in summaries:
+                    await emit(event)
+                    self.summaries += 1
+                for event in await self.check(summaries):
+                    await emit(event)
+                if self.checks is not None:  # last taps older than the pair window are not needed
+                    self.checks.forget_before(dt.datetime.now(self.tz).timestamp())
+        finally:
+            if pairs is not None:
+                pairs.cancel()
 
     def status(self) -> AttendanceStatus:
-        return {"summaries": self.summaries, "open_tallies": len(self.tallies)}
+        status: AttendanceStatus = {"summaries": self.summaries, "open_tallies": len(self.tallies)}
+        if self.checks is not None:
+            status["checks"] = self.checks.status()
+            status["models"] = dict(status["checks"]["models"])
+        return status
 
     def state_files(self) -> list[Path]:
         return [self.state_file] if self.state_file is not None else []

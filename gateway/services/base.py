@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -77,6 +77,16 @@ class Select:
 
 
 EVERY_RECORD: tuple[Select, ...] = (Select(),)
+
+
+class SupportsCommand(Protocol):
+    """A running device, as a service may act on it: its driver's ``command`` (``Driver.command``)."""
+
+    async def command(self, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+DeviceLookup = Callable[[str], SupportsCommand | None]
+"""Device id -> the running device (None: not configured or not enabled)."""
 
 
 def card_taps_at(*roles: str) -> Select:
@@ -158,6 +168,10 @@ class Service:
     def state_files(self) -> list[Path]:
         """Files this service keeps across restarts."""
         return []
+
+    def use_devices(self, lookup: DeviceLookup) -> None:
+        """The runtime hands every service the running devices, for a service that acts on them (the energy
+        rule's switch-off); the default ignores them."""
 
 
 def card_taps(record: Record, *roles: str) -> dict[str, Any] | None:

@@ -13,6 +13,12 @@ How to add a service (the alerts and model stages are the next):
 A third-party package registers its service the same way, in its own metadata. A service that cannot be
 imported (a missing library, a bug) is logged and reported (:func:`broken_services`, the config's errors)
 and the others keep working.
+
+A service registered with an extra (``models = "...:ModelStage [ml]"``) is *optional*: its libraries are
+heavy (numpy and onnxruntime cost a gateway some 30 MB), so it is imported only for a config that has its
+section, as drivers are imported only for the devices a config names. Its entry-point name must therefore be
+its config key (:func:`config_sections` refuses one whose section key differs). Services without an extra are
+imported always: they must stay cheap to import.
 """
 
 from __future__ import annotations
@@ -75,9 +81,20 @@ def service_names() -> list[str]:
     return list(_entry_points())
 
 
-def service_classes() -> dict[str, type[Service]]:
-    """Every importable service, in pipeline order (``order``, then name)."""
-    found = {name: _load(name) for name in service_names()}
+def optional_service_names() -> frozenset[str]:
+    """The services registered with an extra (each named as its config key), without importing any."""
+    return frozenset(name for name, ep in _entry_points().items() if ep.extras)
+
+
+def service_classes(keys: Collection[str] | None = None) -> dict[str, type[Service]]:
+    """The importable services, in pipeline order (``order``, then name).
+
+    ``keys``: the top-level keys of a config; an optional service is then imported only when its key is among
+    them. None: every service (the JSON schema, the listings).
+    """
+    optional = optional_service_names()
+    names = [name for name in service_names() if keys is None or name not in optional or name in keys]
+    found = {name: _load(name) for name in names}
     classes = {name: cls for name, cls in found.items() if not isinstance(cls, str)}
     return dict(sorted(classes.items(), key=lambda item: (item[1].order, item[0])))
 
@@ -96,13 +113,18 @@ def service_class(name: str) -> type[Service]:
     return cls
 
 
-def config_sections(reserved: Collection[str] = ()) -> dict[str, Section]:
+def config_sections(reserved: Collection[str] = (), keys: Collection[str] | None = None) -> dict[str, Section]:
     """The config sections the importable services declare: key -> section (first service wins a key;
-    ``reserved``: the gateway's own keys, which no service may take)."""
+    ``reserved``: the gateway's own keys, which no service may take; ``keys``: see :func:`service_classes`)."""
     sections: dict[str, Section] = {}
-    for name, cls in service_classes().items():
+    optional = optional_service_names()
+    for name, cls in service_classes(keys).items():
         section = cls.section
         if section is None:
+            continue
+        if name in optional and section.key != name:
+            log.error("service %r is registered with an extra, so its config key must be %r, not %r: ignored",
+                      name, name, section.key)
             continue
         if section.key in sections or section.key in reserved:
             log.error("service %r declares the config key %r, already taken: ignored", name, section.key)
@@ -116,7 +138,7 @@ def build_services(cfg: GatewayConfigBase) -> list[Service]:
     devices = [d for d in cfg.devices if d.enabled]
     data_dir = Path(cfg.storage.path).parent
     services: list[Service] = []
-    for cls in service_classes().values():
+    for cls in service_classes(type(cfg).model_fields).values():
         value = getattr(cfg, cls.section.key, None) if cls.section is not None else None
         service = cls.from_config(ServiceSetup.of(value, devices, cfg.timezone, data_dir))
         if service is not None:

@@ -28,6 +28,7 @@ from edugate.drivers.base import ID_PATTERN
 from edugate.gateway.services.base import Service
 from edugate.gateway.web.alerts_panel import add_alert_routes
 from edugate.gateway.web.config import Threshold
+from edugate.gateway.web.doctor_page import DoctorRun, add_doctor_routes
 from edugate.gateway.web.live import LiveData
 from edugate.gateway.web.sessions_pages import add_session_routes
 from edugate.gateway.web.views import status_view
@@ -58,6 +59,7 @@ class GatewaySite:
     thresholds: Mapping[str, Mapping[str, Threshold]] = field(default_factory=dict)
     actions: Mapping[str, AdminAction] = field(default_factory=dict)
     services: Mapping[str, Service] = field(default_factory=dict)  # the running services (alerts, sessions)
+    doctor: DoctorRun | None = None  # runs the doctor on the gateway's config (the /doctor page)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         return dict(self.status().get("devices") or {})
@@ -101,6 +103,7 @@ def create_gateway_app(site: GatewaySite, auth: SiteAuth) -> FastAPI:
     app.state.site = site
     add_alert_routes(app, site.services)
     add_session_routes(app, site.services, site.timezone)
+    add_doctor_routes(app, site.doctor)
 
     @app.get("/status", response_class=HTMLResponse, summary="Status page (IT staff)")
     async def status_page(request: Request, who: Viewer) -> Response:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from edugate.common.web.audit_log import audit_cli_change
 from edugate.common.web.auth import ROLES, UsersFileError, UserStore
 from edugate.common.yamlconfig import ConfigError, exit_with_problems
 
@@ -73,6 +74,7 @@ def add(
     except (ValueError, UsersFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    audit_cli_change(store.path, "user-added", f"web-user add {name} --role {role}" + (" --replace" if replace else ""))
     typer.echo(f"{'updated' if replace else 'added'} {name} ({role}) in {store.path}")
 
 
@@ -86,6 +88,7 @@ def remove(name: Annotated[str, typer.Argument(show_default=False)], config: Con
     except (ValueError, UsersFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    audit_cli_change(store.path, "user-removed", f"web-user remove {name}")
     typer.echo(f"removed {name} from {store.path}")
 
 

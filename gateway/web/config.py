@@ -29,6 +29,13 @@ class Threshold(_Strict):
         return self
 
 
+class WebTls(_Strict):
+    cert_file: Path = Field(description="The pages' certificate (PEM; intermediate certificates after it), for the "
+                            "name or address people type, from a CA the school's computers trust (the school's or "
+                            "district's, or a public one).")
+    key_file: Path = Field(description="Its private key (PEM, mode 0600, readable by the edugate user).")
+
+
 class WebConfig(_Strict):
     enabled: bool = Field(False, description="Serve the status and live-readings pages from the gateway.")
     host: str = Field("127.0.0.1", description="Address to listen on. 127.0.0.1 = this machine only; set the "
@@ -40,6 +47,8 @@ class WebConfig(_Strict):
                                  "keeps in memory for the plots and the CSV download.")
     history_resolution_s: float = Field(1.0, gt=0, le=3600, description="At most one point per value per "
                                         "this many seconds is kept (the newest wins).")
+    tls: WebTls | None = Field(None, description="Serve the pages over HTTPS with this certificate (the session "
+                               "cookie is then sent over HTTPS only); none = plain HTTP, fine on 127.0.0.1.")
     thresholds: dict[str, dict[str, Threshold]] = Field(
         default_factory=dict, description="Limits drawn on the live plots: {device id: {value name: {min, max}}}.")
 
@@ -61,10 +70,14 @@ class WebConfig(_Strict):
                              f"(known: {', '.join(sorted(device_ids)) or 'none'})")
 
     def resolved(self, base: Path) -> WebConfig:
-        """Relative ``users_file`` is relative to the config file's folder ``base``."""
+        """Relative ``users_file`` and TLS files are relative to the config file's folder ``base``."""
+        update: dict[str, object] = {}
         if self.users_file is not None and not self.users_file.is_absolute():
-            return self.model_copy(update={"users_file": (base / self.users_file).resolve()})
-        return self
+            update["users_file"] = (base / self.users_file).resolve()
+        if self.tls is not None:
+            update["tls"] = WebTls(cert_file=(base / self.tls.cert_file).resolve(),
+                                   key_file=(base / self.tls.key_file).resolve())
+        return self.model_copy(update=update) if update else self
 
     def users_path(self, data_dir: Path) -> Path:
         return self.users_file or data_dir / "web-users.json"

@@ -17,12 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from edugate.common.web.audit_log import AUDIT_FILE, AuditLog
 from edugate.common.web.auth import SessionSigner, UserStore, load_or_create_secret
 from edugate.common.web.serve import BIND_RETRY_S, serve_app
 from edugate.common.web.site import SiteAuth
 from edugate.gateway.config import GatewayConfigBase
 from edugate.gateway.services.base import Service
 from edugate.gateway.web.app import AdminAction, GatewaySite, create_gateway_app
+from edugate.gateway.web.doctor_page import subprocess_doctor
 from edugate.gateway.web.live import LiveData
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ class GatewayHost(Protocol):
     @property
     def services(self) -> Sequence[Service]: ...
 
+    @property
+    def config_path(self) -> Path | None: ...
+
 
 def gateway_site(gw: GatewayHost, live: LiveData) -> GatewaySite:
     cfg = gw.cfg
@@ -81,13 +86,15 @@ def gateway_site(gw: GatewayHost, live: LiveData) -> GatewaySite:
         "Commits a health record (outbox, uplink, devices) and republishes the retained state, so central "
         "sees this gateway's figures at once instead of at the next health interval.", health_report)}
     return GatewaySite(status=status, live=live, timezone=cfg.timezone, thresholds=cfg.web.thresholds,
-                       actions=actions, services={service.name: service for service in gw.services})
+                       actions=actions, services={service.name: service for service in gw.services},
+                       doctor=subprocess_doctor(gw.config_path) if gw.config_path is not None else None)
 
 
 def gateway_auth(users_file: Path, data_dir: Path) -> SiteAuth:
     return SiteAuth(UserStore(users_file), SessionSigner(load_or_create_secret(data_dir / SECRET_FILE)),
                     cookie="edugate_gateway_session",
-                    setup_hint=f"edugate web-user add NAME --role admin --users-file {users_file}")
+                    setup_hint=f"edugate web-user add NAME --role admin --users-file {users_file}",
+                    audit=AuditLog(data_dir / AUDIT_FILE, "gateway"))
 
 
 async def serve_gateway_web(gw: GatewayHost) -> None:
@@ -105,6 +112,7 @@ async def serve_gateway_web(gw: GatewayHost) -> None:
             await asyncio.sleep(BIND_RETRY_S)
     app = create_gateway_app(gateway_site(gw, live), auth)
     try:
-        await serve_app(app, web.host, web.port, "gateway pages", on_stop=live.close)
+        await serve_app(app, web.host, web.port, "gateway pages", on_stop=live.close,
+                        tls=(web.tls.cert_file, web.tls.key_file) if web.tls else None)
     finally:
         gw.remove_record_observer(live.observe)

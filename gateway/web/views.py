@@ -10,6 +10,7 @@ from edugate.common.web.timefmt import ago, local_time
 from edugate.gateway.web.alerts_panel import alerts_view
 from edugate.gateway.web.equipment_panel import equipment_view
 from edugate.gateway.web.library_panel import LibraryPanel, library_view
+from edugate.gateway.web.models_panel import models_view
 
 
 def size(n: float | None) -> str:
@@ -82,11 +83,12 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
         "devices": devices,
         "devices_online": sum(d["state"] == "online" for d in devices),
         "services": [(name, _flat(info)) for name, info in sorted(services.items())
-                     if not (name in ("library", "alerts", "assets") and isinstance(info, dict))],
+                     if not (name in ("library", "alerts", "assets", "models") and isinstance(info, dict))],
         "alerts": alerts_view(services["alerts"], tz, now) if isinstance(services.get("alerts"), dict) else None,
         "library": _library(library, tz, now, status.get("devices")) if isinstance(library, dict) else None,
         "equipment": equipment_view(services["assets"], tz, now) if isinstance(services.get("assets"), dict)
         else None,
+        "models": models_view(services),  # the models stage and the attendance checks' models (issue 14)
         "time": local_time(now, tz),
     }
 

@@ -311,7 +311,7 @@ async def test_a_read_the_rule_cannot_map_is_counted_and_signalled_and_the_next_
     from edugate.simulators.wedge import FakeKeyboard
     from tests.drivers.fakes import FakeEmit
 
-    cfg = wedge("hex", role="door", card_identity=PROX, backoff_max_s=0.05)
+    cfg = wedge("hex", role="door", card_identity=PROX, reopen_max_s=0.05)
     keyboard = FakeKeyboard("/dev/input/w")
     driver = WedgeDriver(cfg, source_factory=keyboard.open)
     school = Pseudonymizer(load_or_create_key(tmp_path / "school.key"), rule(prox=24))

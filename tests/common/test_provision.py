@@ -161,7 +161,8 @@ def test_central_identities_and_the_broker_files(ca_dir: Path, tmp_path: Path) -
     assert "acl_file /etc/mosquitto/edugate/acl" in conf and "listener 8883\n" in conf
     acl = (out / "acl").read_text()
     ingest_block = acl.split("user ingest-1\n")[1].split("\n\n")[0]
-    assert "write" not in ingest_block
+    # ingest writes only its confirmations of what it stored (the end-to-end acknowledgement)
+    assert [line for line in ingest_block.splitlines() if "write" in line] == ["topic write edu/v1/+/+/stored"]
     sender_block = acl.split("user sender-1\n")[1].split("\n\n")[0]
     assert [line for line in sender_block.splitlines() if "write" in line] == ["topic write edu/v1/+/+/cmd/#"]
     assert "user s1/gw-1\n" in acl

@@ -13,6 +13,7 @@ from edugate.contract.state import (
     GATEWAY_DEVICE,
     HEALTH_CORE_VALUES,
     HEALTHY_DEVICE_STATES,
+    MODEL_ENTRY_FIELDS,
     STATE_FIELDS,
     DeviceState,
     GatewayStatus,
@@ -41,8 +42,11 @@ def test_central_parses_what_the_contract_defines() -> None:
            "started_at": 1_763_899_000_000, "school": "thpt-a", "gateway": "gw-1", "district": None,
            "clock_synced": True,
            "devices": {"probe": {"state": DeviceState.OFFLINE.value, "error_count": 3, "last_error": "timeout",
-                                 "driver": "modbus", "room": "lab-1"}}}
+                                 "driver": "modbus", "room": "lab-1"}},
+           "models": {"anomaly-fridge": {"version": "2026.12.0", "sha256": "ab" * 32, "loaded": True, "error": None,
+                                         "calls": 12, "overruns": 0, "p99_ms": 0.4}}}
     assert set(doc) == set(STATE_FIELDS) - {"reason"}
+    assert set(doc["models"]["anomaly-fridge"]) == set(MODEL_ENTRY_FIELDS)  # type: ignore[index]
     assert set(doc["devices"]["probe"]) == set(DEVICE_ENTRY_FIELDS)  # type: ignore[index]
     parsed, problems = parse_state(orjson.dumps(doc))
     assert problems == []

@@ -16,10 +16,11 @@ from tests.helpers import REPO, ingest_stats, wait_for
 @pytest.fixture
 def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
            request: pytest.FixtureRequest) -> Iterator[Path]:
-    """An ``edugate ingest`` worker subprocess (shared group by default; parametrize with '' for a plain
-    subscription) that also keeps the event log ``events.sqlite`` and writes its counters every 50 ms to
-    ``ingest.stats.json`` beside its log (read them with ``tests.helpers.ingest_stats``); yields the path of its log."""
-    group = getattr(request, "param", "edugate-ingest")
+    """An ``edugate ingest`` worker subprocess (a plain subscription, central's single-node default; parametrize
+    with a group name for a ``$share`` one, which Mosquitto does not restore after its restart) that also keeps
+    the event log ``events.sqlite`` and writes its counters every 50 ms to ``ingest.stats.json`` beside its log
+    (read them with ``tests.helpers.ingest_stats``); yields the path of its log."""
+    group = getattr(request, "param", "")
     log_path = tmp_path / "ingest.log"
     stats_path = tmp_path / "ingest.stats.json"
     with log_path.open("wb") as log:
@@ -28,7 +29,7 @@ def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
                                  "--events-db", str(tmp_path / "events.sqlite"),
                                  "--stats-file", str(stats_path), "--stats-interval", "0.05"],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    # a shared subscription keeps nothing published before it exists: gateways start after the worker subscribed
+    # a subscription keeps nothing published before it first exists: gateways start after the worker subscribed
     wait_for(lambda: proc.poll() is not None or ingest_stats(stats_path).get("subscribed"), 30,
              "the ingest worker to subscribe")
     assert proc.poll() is None, log_path.read_text(errors="replace")

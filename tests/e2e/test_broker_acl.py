@@ -158,6 +158,30 @@ def test_ingest_reads_and_cannot_publish(fleet: ProvisionedBroker, clients: list
     assert watcher.messages == [(f"{B_PREFIX}/cmd/ping", b"the sender's command")]
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_only_ingest_confirms_what_it_stored_and_each_gateway_reads_only_its_own(
+        fleet: ProvisionedBroker, clients: list[Client], protocol: str) -> None:
+    """The end-to-end acknowledgement's ``.../stored``: ingest writes it, a gateway reads its own; no gateway can
+    forge a confirmation (which would make a gateway delete records central never stored)."""
+    a = start(clients, fleet, A)
+    assert a.subscribe(f"{A_PREFIX}/stored") == ["Granted QoS 1"]
+    b = start(clients, fleet, B, protocol)
+    b.subscribe(f"{A_PREFIX}/stored")  # Mosquitto 2.0.11 grants it and delivers nothing through it
+    assert b.subscribe(f"{B_PREFIX}/stored") == ["Granted QoS 1"]
+    ingest = start(clients, fleet, "ingest-1")
+    assert ingest.publish(f"{A_PREFIX}/stored", b'{"telemetry": [[1, 2]]}') == "Success"
+    assert ingest.publish(f"{B_PREFIX}/stored", b'{"event": [[3, 3]]}') == "Success"
+    wait_for(lambda: a.messages and b.messages, 10, "each gateway's confirmation")
+    assert a.messages == [(f"{A_PREFIX}/stored", b'{"telemetry": [[1, 2]]}')]
+    # one ingest connection's messages are routed in order: A's confirmation would be at B before B's own
+    assert b.messages == [(f"{B_PREFIX}/stored", b'{"event": [[3, 3]]}')]
+    # a gateway forging a confirmation (for another, or for itself) is refused
+    assert a.publish(f"{B_PREFIX}/stored", b'{"telemetry": [[1, 999]]}') == "Not authorized"
+    assert ingest.publish(f"{B_PREFIX}/stored", b'{"event": [[4, 4]]}') == "Success"
+    wait_for(lambda: len(b.messages) >= 2, 10, "B's second confirmation")
+    assert b.messages[1:] == [(f"{B_PREFIX}/stored", b'{"event": [[4, 4]]}')]
+
+
 def test_a_certificate_of_the_ca_without_a_record_can_do_nothing(fleet: ProvisionedBroker, clients: list[Client],
                                                                  tmp_path: Path) -> None:
     ingest = start(clients, fleet, "ingest-1")

@@ -28,7 +28,7 @@ async def test_boarding_alighting_with_position_and_the_left_onboard_alert(
         "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
         "bus": {"route_end_times": []},
         "devices": [
-            {"id": "bus-gps", "driver": "gps-nmea", "room": "bus-07", "serial_port": str(tmp_path / "ttyGPS"),
+            {"id": "bus-gps", "driver": "gps-nmea", "room": "bus-07", "port": str(tmp_path / "ttyGPS"),
              "interval_s": 0.5},
             {"id": "bus-door", "driver": "em4100", "room": "bus-07", "role": "bus", "direction": "both",
              "port": str(tmp_path / "ttyDOOR"), "debounce_s": 0.3},

@@ -1,8 +1,10 @@
 """Durability between the broker and the store (issue 12), against real Mosquitto started with the shipped
 central configuration (``config/mosquitto/conf.d/edugate-central.conf``) and a real VictoriaMetrics.
 
-The gateway side is a QoS 1 publisher that waits for every PUBACK, as the gateway's uplink does: once the
-broker acknowledged a message, the gateway has deleted its records, so whatever the broker drops is lost.
+The gateway side is a QoS 1 publisher that waits for every PUBACK, as the gateway's uplink does without the
+end-to-end acknowledgement (``uplink.end_to_end_ack: false``, or a central that does not confirm): once the broker
+acknowledged a message, the gateway has deleted its records, so whatever the broker drops is lost. With it, see
+tests/e2e/test_end_to_end_ack.py.
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ def test_broker_kill_9_while_the_worker_is_down_costs_what_came_after_the_last_s
         tmp_path: Path, central_broker: Mosquitto, victoria: VictoriaMetrics) -> None:
     """The limit the docs state (docs/central.md, *What a crash can cost*): a broker crash loses what it
     acknowledged, had not delivered, and had not saved since its last autosave; what it had saved survives.
-    (The end-to-end acknowledgement would remove this; it is not built yet.)"""
+    This publisher deletes at the PUBACK, as a gateway with ``uplink.end_to_end_ack: false`` does; with the
+    end-to-end acknowledgement the gateway sends it again (tests/e2e/test_end_to_end_ack.py)."""
     gw = Gateway(central_broker)
     worker = Worker(tmp_path, central_broker, victoria).start()
     worker.stop()

@@ -169,7 +169,7 @@ class Talker:
 
 
 def _gps(path: str) -> dict[str, Any]:
-    return {"id": "bus-gps", "driver": "gps-nmea", "serial_port": path, "baudrate": 9600}
+    return {"id": "bus-gps", "driver": "gps-nmea", "port": path, "baudrate": 9600}
 
 
 def test_a_device_that_sends_on_its_own_is_heard(tmp_path: Path) -> None:

@@ -51,10 +51,9 @@ def sent_health(collector: Collector, gateway: str) -> bool:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Any:
-    """A Mosquitto that logs every SUBSCRIBE (``<client id> <qos> <topic filter>``) to ``subscriptions.log``, a
-    file it writes as it goes (its stdout log is buffered until it exits)."""
-    mosquitto = Mosquitto(tmp_path / "mosquitto",
-                          extra_conf=f"log_type subscribe\nlog_dest file {tmp_path / 'subscriptions.log'}")
+    """A Mosquitto that logs every SUBSCRIBE (``<client id> <qos> <topic filter>``) to its log file, which it
+    writes as it goes."""
+    mosquitto = Mosquitto(tmp_path / "mosquitto", extra_conf="log_type subscribe")
     mosquitto.start()
     yield mosquitto
     mosquitto.stop()
@@ -107,7 +106,7 @@ def test_only_a_gateway_with_the_downlink_subscribes_to_its_commands(broker: Mos
         # both have connected, published their birth and then a health record: a subscription would be made by now
         wait_for(lambda: sent_health(collector, "gw-plain") and sent_health(collector, "gw-cmd"), 20,
                  "a health record of each gateway")
-        log = (tmp_path / "subscriptions.log").read_text()
+        log = broker.log_path.read_text()
         health = {name: last_health(collector, gw) for name, gw in (("plain", "gw-plain"), ("commanded", "gw-cmd"))}
         # the control: the subscription of the gateway with the downlink is in the broker's log
         assert "edugate-test-school-gw-cmd 1 edu/v1/test-school/gw-cmd/cmd/#" in log, log

@@ -81,7 +81,8 @@ def test_the_extracted_package_runs_its_own_edugate_and_its_units_verify(deb: Pa
     edugate = root / "opt/edugate/venv/bin/edugate"
     assert edugate.read_text().splitlines()[0] == "#!/opt/edugate/venv/bin/python3"
     assert "/stage" not in (root / "opt/edugate/venv/pyvenv.cfg").read_text()
-    assert os.readlink(root / "usr/bin/edugate") == "/opt/edugate/venv/bin/edugate"
+    assert os.readlink(root / "usr/bin/edugate") == "/opt/edugate/current/bin/edugate"
+    assert os.readlink(root / "opt/edugate/current") == "venv"  # what the unit starts, until a gateway.update
     run = in_namespace(f"""
         mount --bind {root}/opt /opt
         /opt/edugate/venv/bin/edugate check {root}/etc/edugate/gateway.yaml
@@ -139,6 +140,9 @@ def test_installed_in_a_fresh_debian_root_it_makes_its_user_and_runs(deb: Path, 
     assert (data.st_uid, data.st_gid, data.st_mode & 0o777) == (uid, gid, 0o750)
     conf = (root / "etc/edugate/gateway.yaml").stat()
     assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o777) == (0, gid, 0o640)
+    for folder, mode in (("etc/edugate", 0o770), ("opt/edugate", 0o775)):  # config.apply, gateway.update write here
+        st = (root / folder).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, gid, mode), folder
     assert list((root / "opt/edugate/venv/lib").glob("python3*/site-packages/edugate/gateway/__pycache__/*.pyc"))
 
     # the site's config: a synthetic device, the broker on this machine (the root shares our network)

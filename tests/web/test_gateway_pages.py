@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ class School:
     sim_thread: SimulatorThread
     gateway: GatewayProcess
     shots: Path
+    syslog: socket.socket  # a UDP collector the gateway sends its security events to (RFC 5424)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,11 @@ def school(tmp_path_factory: pytest.TempPathFactory) -> Iterator[School]:
     thread = SimulatorThread(sim)
     thread.start()
     port = free_port()
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
     gw = GatewayProcess(workdir / "gw", {
         "school": "thcs-web", "gateway": "gw-lab", "district": "quan-3", "name": "THCS Web, lab building",
+        "syslog": {"target": f"udp://127.0.0.1:{collector.getsockname()[1]}"},
         "uplink": {"port": broker.port, "health_interval_s": 5},
         "web": {"enabled": True, "port": port,
                 "thresholds": {"lab1-th": {"temperature": {"min": 18, "max": 30}}, "lab1-co2": {"co2": {"max": 1000}}}},
@@ -55,8 +61,9 @@ def school(tmp_path_factory: pytest.TempPathFactory) -> Iterator[School]:
     gw.start()
     try:
         wait_for_port("127.0.0.1", port, timeout=20)
-        yield School(f"http://127.0.0.1:{port}", sim, thread, gw, workdir)
+        yield School(f"http://127.0.0.1:{port}", sim, thread, gw, workdir, collector)
     finally:
+        collector.close()
         gw.stop()
         thread.stop()
         broker.stop()
@@ -97,6 +104,30 @@ def test_an_admin_action_needs_the_csrf_token_and_runs(school: School, page: Pag
     expect(page.locator("#action-result")).to_have_text(re.compile(r"health record #\d+ is in the outbox"))
     screenshot(page, "admin", school.shots)
 
+
+
+def test_admin_actions_are_audited_and_logging_out_ends_the_session(school: School, page: Page) -> None:
+    """The running gateway's audit log (web-audit.jsonl next to the outbox) and server-side logout (issue 18)."""
+    login(page, school.base, "alice", "/admin")
+    page.click("section[data-action=health-report] button")
+    expect(page.locator("#action-result")).to_have_text(re.compile(r"health record #\d+ is in the outbox"))
+    audit = school.gateway.outbox_path.parent / "web-audit.jsonl"
+    actions = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert {"event": "action", "user": "alice", "role": "admin", "from": "127.0.0.1",
+            "action": "POST /api/actions/health-report", "status": 200, "site": "gateway"} in [
+        {k: v for k, v in a.items() if k != "ts"} for a in actions]
+    kept = {c["name"]: c["value"] for c in page.context.cookies()}
+    page.click("form.logout button")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    stale = page.request.get(f"{school.base}/api/status", max_redirects=0,
+                             headers={"Cookie": "; ".join(f"{k}={v}" for k, v in kept.items())})
+    assert stale.status == 401  # the cookie copied before the logout no longer works
+    assert json.loads(audit.read_text().splitlines()[-1])["event"] == "logout"
+    school.syslog.settimeout(10)
+    lines = []
+    while not any(" web-logout " in line for line in lines):  # the same events reached syslog as RFC 5424
+        lines.append(school.syslog.recv(65535).decode("utf-8"))
+    assert any(line.startswith("<38>1 ") and " web-action " in line and 'user="alice"' in line for line in lines)
 
 def test_a_new_value_appears_live_within_seconds(school: School, page: Page) -> None:
     login(page, school.base, "alice", "/live?room=lab-1")

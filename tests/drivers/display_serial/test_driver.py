@@ -32,7 +32,7 @@ FAMILIES = {
 @asynccontextmanager
 async def running(link: Path, profile: str, **options: object) -> AsyncIterator[tuple[DisplaySerialDriver, FakeEmit]]:
     cfg = DisplaySerialConfig.model_validate({"id": "room104-panel", "driver": "display-serial", "port": str(link),
-                                              "profile": profile, "poll_s": 1, "reply_timeout_s": 1,
+                                              "profile": profile, "poll_interval_s": 1, "reply_timeout_s": 1,
                                               "reopen_max_s": 0.2, **options})
     driver, emit = DisplaySerialDriver(cfg), FakeEmit()
     task = asyncio.create_task(driver.run(emit))

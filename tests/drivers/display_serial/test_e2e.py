@@ -23,7 +23,7 @@ async def test_panel_through_gateway_and_broker(mosquitto, central_key, tmp_path
             "uplink": {"port": mosquitto.port, "health_interval_s": 1},
             "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
             "devices": [{"id": "room201-panel", "driver": "display-serial", "room": "room-201",
-                         "port": str(panel.link), "profile": "lg-panel", "poll_s": 1, "reply_timeout_s": 0.5,
+                         "port": str(panel.link), "profile": "lg-panel", "poll_interval_s": 1, "reply_timeout_s": 0.5,
                          "reopen_max_s": 0.5}],
             "assets": {"report_every_s": 1},
         }

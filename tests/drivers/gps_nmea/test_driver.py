@@ -121,8 +121,8 @@ def test_registered_as_gps_nmea() -> None:
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **options: Any) -> AsyncIterator[tuple[GpsNmeaDriver, GpsSimulator, FakeEmit]]:
     sim = GpsSimulator(tmp_path / "ttyGPS", period_s=PERIOD)
-    fields = {"id": "bus-7-gps", "driver": "gps-nmea", "serial_port": str(sim.link), "interval_s": INTERVAL,
-              "silence_s": 0.5, "backoff_max_s": 0.05} | options
+    fields = {"id": "bus-7-gps", "driver": "gps-nmea", "port": str(sim.link), "interval_s": INTERVAL,
+              "silence_s": 0.5, "reopen_max_s": 0.05} | options
     driver = GpsNmeaDriver(GpsNmeaConfig.model_validate(fields))
     emit = FakeEmit()
     async with sim:
@@ -251,8 +251,8 @@ async def test_silence_and_garbage_only_mark_the_receiver_offline(tmp_path: Path
 
 
 async def test_a_missing_port_is_retried_without_crashing(tmp_path: Path) -> None:
-    cfg = GpsNmeaConfig.model_validate({"id": "bus-1-gps", "driver": "gps-nmea", "backoff_max_s": 0.05,
-                                        "serial_port": str(tmp_path / "nothing-here")})
+    cfg = GpsNmeaConfig.model_validate({"id": "bus-1-gps", "driver": "gps-nmea", "reopen_max_s": 0.05,
+                                        "port": str(tmp_path / "nothing-here")})
     driver = GpsNmeaDriver(cfg)
     task = asyncio.create_task(driver.run(FakeEmit()))
     try:

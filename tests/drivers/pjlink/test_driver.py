@@ -23,7 +23,7 @@ from tests.drivers.fakes import FakeEmit, until
 async def running(port: int, tmp_path: Path, password: str | None = None,
                   **options: object) -> AsyncIterator[tuple[PJLinkDriver, FakeEmit]]:
     cfg: dict[str, object] = {"id": "proj-101", "driver": "pjlink", "room": "room-101", "host": "127.0.0.1",
-                              "port": port, "poll_s": 1, "timeout_s": 1, "retry_max_s": 1, **options}
+                              "port": port, "poll_interval_s": 1, "timeout_s": 1, "reconnect_max_s": 1, **options}
     if password is not None:
         (tmp_path / "pjlink.pass").write_text(password + "\n")
         cfg["password_file"] = str(tmp_path / "pjlink.pass")
@@ -172,7 +172,7 @@ async def test_a_device_failure_is_counted_but_status_goes_on(tmp_path: Path) ->
 async def test_class_2_notifications_trigger_a_poll(tmp_path: Path) -> None:
     notify = free_port()
     async with PJLinkSimulator(notify_port=notify) as sim, \
-            running(sim.port, tmp_path, poll_s=600, notify_port=notify) as (driver, emit):
+            running(sim.port, tmp_path, poll_interval_s=600, notify_port=notify) as (driver, emit):
         await until(lambda: emit.readings, "a first reading")
         sim.set_power(True)  # the remote control: the device notifies the controller
         await until(lambda: readings(emit)[-1]["power_on"] is True, "a reading at once, not after 600 s")

@@ -39,8 +39,8 @@ async def test_projector_through_gateway_broker_and_store(mosquitto, victoria, i
             "uplink": {"port": mosquitto.port, "health_interval_s": 1},
             "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
             "devices": [{"id": "room101-projector", "driver": "pjlink", "room": "room-101", "host": "127.0.0.1",
-                         "port": sim.port, "password_file": str(password), "poll_s": 1, "timeout_s": 1,
-                         "retry_max_s": 2}],
+                         "port": sim.port, "password_file": str(password), "poll_interval_s": 1, "timeout_s": 1,
+                         "reconnect_max_s": 2}],
         }
         gw = GatewayProcess(tmp_path / "gw", cfg).start()
 

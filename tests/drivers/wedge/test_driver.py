@@ -33,7 +33,7 @@ UID = bytes.fromhex(UID_HEX)
 
 
 def config(**options: Any) -> WedgeConfig:
-    fields: dict[str, Any] = {"id": "door-1", "driver": "wedge", "device_path": PATH, "backoff_max_s": 0.05,
+    fields: dict[str, Any] = {"id": "door-1", "driver": "wedge", "device_path": PATH, "reopen_max_s": 0.05,
                               "role": "door"}
     return WedgeConfig.model_validate(fields | options)
 

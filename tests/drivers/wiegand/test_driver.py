@@ -32,7 +32,7 @@ UID = bytes([FACILITY]) + NUMBER.to_bytes(2, "big")
 
 def config(**options: Any) -> WiegandConfig:
     fields: dict[str, Any] = {"id": "gate-1", "driver": "wiegand", "d0_line": 17, "d1_line": 27,
-                              "led_line": LED, "beeper_line": BEEPER, "backoff_max_s": 0.05, "role": "door"}
+                              "led_line": LED, "beeper_line": BEEPER, "reopen_max_s": 0.05, "role": "door"}
     return WiegandConfig.model_validate(fields | options)
 
 

@@ -121,7 +121,7 @@ def test_the_energy_rule(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     assert left.data["minutes"] == 15.0 and left.data["school_hours"] == "07:00-17:00 mon,tue,wed,thu,fri"
     svc.stage(reading(ms(day, "17:40"), power=0, power_on=False))
     assert [e.type for e in events] == ["energy_left_on", "energy_switched_off"]
-    assert events[1].data == {"asset": "room101-projector", "minutes_on": 40.0}
+    assert events[1].data == {"asset": "room101-projector", "minutes_on": 40.0, "reason": "outside school hours"}
     svc.stage(reading(ms("2026-03-07", "10:00"), power=1, power_on=True))  # Saturday: outside at once
     svc.stage(reading(ms("2026-03-07", "10:20"), power=1, power_on=True))
     assert [e.type for e in events][-1] == "energy_left_on"
@@ -172,6 +172,22 @@ async def test_a_changed_inventory_is_read_again_and_a_missing_one_keeps_the_las
         csv_file.unlink()
         svc._read_inventory()
         assert svc.status()["inventory"] == 2 and "No such file" in svc.status()["inventory_error"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_identity_learnt_while_its_asset_record_is_being_sent_is_sent_too(tmp_path: Path) -> None:
+    """The demo's second PJLink board answered its first poll while its first ``asset`` record was being
+    committed: the identity must not be lost (it was, when the pending mark was cleared after the commit)."""
+    svc, emit = service(tmp_path), FakeEmit(delay_s=0.05)
+    task = asyncio.create_task(svc.run(emit))
+    try:
+        await until(lambda: len(emit.called_at) == 2, "the projector's asset record on its way")  # sorted: 2nd
+        svc.stage(event(ms("2026-03-02", "08:00"), "device_info", {"make": "Panel", "model": "IFP-75",
+                                                                   "serial": "SN1"}))
+        await until(lambda: [e for e in emit.events if e.type == "asset" and e.data.get("serial") == "SN1"],
+                    "the identity announced")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

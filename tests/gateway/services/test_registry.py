@@ -216,3 +216,32 @@ def test_an_optional_service_without_its_extra_is_reported_quietly(installed: Pa
     levels = {r.getMessage().split("'")[1]: r.levelno for r in caplog.records if "service '" in r.getMessage()}
     assert levels["optional"] == logging.INFO
     assert levels["broken"] == logging.WARNING
+
+
+def test_an_optional_service_is_imported_only_for_a_config_with_its_section(tmp_path: Path) -> None:
+    """The ``models`` stage (registered with ``[ml]``) costs numpy and onnxruntime (~30 MB): a gateway whose config
+    has no ``models:`` section must not import it, while building its services as usual."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import sys
+        from edugate.gateway.config import parse_config
+        from edugate.gateway.services.registry import build_services
+        cfg = parse_config(sys.stdin.read())
+        print([s.name for s in build_services(cfg)], 'onnxruntime' in sys.modules, 'numpy' in sys.modules)
+    """)
+    without = CONFIG.format(data=tmp_path)
+    with_models = without + "models:\n  occupancy: [{device: door-1}]\n"
+    outs = [subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, check=True)
+            .stdout.strip() for text in (without, with_models)]
+    assert outs == ["['access'] False False", "['models', 'access'] True True"]
+
+
+def test_a_section_of_an_optional_service_without_its_extra_says_which_extra(installed: Path) -> None:
+    text = CONFIG.format(data=installed) + "optional: {}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "site.yaml")
+    [problem] = err.value.problems
+    assert str(problem).startswith("site.yaml:10: optional: the 'optional' section's service cannot be loaded: "
+                                   "needs the gpu extra (pip install 'edugate[gpu]')")

@@ -1,22 +1,23 @@
-"""The asset registry: what equipment a school has, what it is, where, and how much it is used.
+"""The asset registry service: what equipment a school has, what it is, where, and how much it is used.
 
 Every device this gateway talks to becomes an **asset** keyed by its device id, with what its protocol
 reveals (make, model, serial number, firmware: a PJLink ``device_info`` event, a lab kit's ``kit_hello``,
-or any driver's ``device_info``), its room and driver, and when it was first and last seen. Equipment
-without electronics (microscopes, robot kits, VR headsets) enters from the school's inventory CSV
-(``inventory_csv``, re-read when it changes; a bad row is reported with its line and skipped).
+or any driver's ``device_info``, e.g. Modbus Read Device Identification), its room and driver, and when it was
+first and last seen. Equipment without electronics (microscopes, robot kits, VR headsets) enters from the
+school's inventory CSV (:mod:`.inventory`); an item whose ``tag`` is the address of a BLE device of this
+gateway is marked present whenever that device is heard (the BLE device is then the item's tag, not an asset
+of its own).
 
 **Usage evidence** per asset and local day: power-on hours (from ``power_on`` telemetry: the time between
 two readings that both say on, at most ``max_gap_s``), lamp hours consumed (last minus first
-``lamp_hours`` of the day), readings and events seen, last seen. It is kept in ``state_file`` across
-restarts and forwarded as records: an ``asset`` event when an asset appears or what it is changes, and an
-``asset_usage`` event per asset and day that changed, every ``report_every_s`` (central keeps the latest
+``lamp_hours`` of the day), readings and events seen, tag sightings, last seen. It is kept in ``state_file``
+across restarts and forwarded as records: an ``asset`` event when an asset appears or what it is changes, and
+an ``asset_usage`` event per asset and day that changed, every ``report_every_s`` (central keeps the latest
 per asset and day, so a repeat never double-counts).
 
-**The energy rule** (``energy:``): a board or projector that is on outside school hours (days and
-``start``-``end`` in the school's time zone) for ``grace_min`` minutes raises ``energy_left_on``; switched
-off, ``energy_switched_off`` with how long it was left on. Times are those of the records, so the rule
-gives the same answer when records are replayed.
+**The energy rule** (``energy:``, :mod:`.energy`): a board or projector on outside school hours, or in an
+empty room, raises ``energy_left_on``; with ``switch_off: true`` the service then sends the device ``power
+off`` through its driver and records the answer as ``energy_auto_off``.
 """
 
 from __future__ import annotations
@@ -28,91 +29,31 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
-from edugate.contract.ids import ID_PATTERN
 from edugate.contract.records import Emit, Event
-from edugate.gateway.services.base import Command, Record, Section, Service, ServiceSetup
+from edugate.gateway.services.assets.config import AssetsConfig
+from edugate.gateway.services.assets.energy import EnergyRule
+from edugate.gateway.services.assets.inventory import Asset, Inventory, InventoryProblem, read_inventory
+from edugate.gateway.services.base import Command, DeviceLookup, Record, Section, Service, ServiceSetup
 
 log = logging.getLogger(__name__)
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-OWN_EVENTS = frozenset({"asset", "asset_usage", "energy_left_on", "energy_switched_off"})
+OWN_EVENTS = frozenset({"asset", "asset_usage", "energy_left_on", "energy_switched_off", "energy_auto_off"})
 IDENTITY_KEYS = ("make", "model", "serial", "firmware")
-INVENTORY_COLUMNS = ("asset_id", "name", "category", "make", "model", "serial", "room", "tag", "acquired")
+POWER_DRIVERS = frozenset({"pjlink", "display_serial"})
+"""Drivers whose ``power`` command takes ``{"value": "off"}``: the ones the energy rule may switch off."""
+SWITCH_OFF_TIMEOUT_S = 20.0
 GATEWAY = "_gateway"
 KEEP_DAYS = 62  # two months of usage per asset on the gateway (central keeps the rest)
-
-
-class EnergyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    days: list[str] = Field(["mon", "tue", "wed", "thu", "fri", "sat"], description="School days.")
-    start: dt.time = Field(dt.time(6, 30), description="School hours begin (local time).")
-    end: dt.time = Field(dt.time(17, 30), description="School hours end (local time).")
-    grace_min: float = Field(15, ge=0, le=24 * 60, description="On this long outside school hours raises the event.")
-
-    @field_validator("days")
-    @classmethod
-    def _known_days(cls, days: list[str]) -> list[str]:
-        bad = [d for d in days if d not in WEEKDAYS]
-        if bad:
-            raise ValueError(f"unknown day(s) {bad}: use {', '.join(WEEKDAYS)}")
-        return days
-
-    def school_hours(self, weekday: int, seconds: float) -> bool:
-        """Is this local time (weekday 0 = Monday, seconds since midnight) within school hours?"""
-        start = self.start.hour * 3600 + self.start.minute * 60 + self.start.second
-        end = self.end.hour * 3600 + self.end.minute * 60 + self.end.second
-        return WEEKDAYS[weekday] in self.days and start <= seconds < end
-
-
-class AssetsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    inventory_csv: Path | None = Field(None, description="The school's inventory of equipment without electronics "
-                                       "(CSV with the columns asset_id,name,category,make,model,serial,room,tag,"
-                                       "acquired; asset_id and name required). Re-read when it changes.")
-    state_file: Path | None = Field(None, description="The registry and usage, kept across restarts (default: "
-                                    "assets.json next to the outbox).")
-    report_every_s: float = Field(3600, ge=1, le=86400, description="How often the day's usage is sent as "
-                                  "asset_usage records (only what changed).")
-    max_gap_s: float = Field(600, ge=1, le=86400, description="Two 'on' readings further apart than this do not "
-                             "count the time between them as power-on time (the gateway was off, the device "
-                             "unreachable).")
-    missing_after_days: int = Field(14, ge=1, le=365, description="A device not seen for this many days is shown "
-                                    "as missing.")
-    energy: EnergyConfig | None = Field(None, description="The energy rule: a board or projector on outside "
-                                        "school hours raises energy_left_on. Leave out: no rule.")
-
-
-@dataclass
-class Asset:
-    asset: str
-    source: str  # "device" (a device of this gateway) or "inventory" (the school's CSV)
-    name: str = ""
-    category: str = ""
-    driver: str = ""
-    room: str = ""
-    make: str = ""
-    model: str = ""
-    serial: str = ""
-    firmware: str = ""
-    tag: str = ""
-    first_seen: int | None = None  # ms
-    last_seen: int | None = None  # ms
-
-    def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("first_seen", "last_seen")}
 
 
 @dataclass
@@ -123,74 +64,21 @@ class Usage:
     readings: int = 0
     events: int = 0
     last_seen: int = 0
+    powered: bool = False  # the asset reported a power state that day (then use means power-on time)
+    seen: int = 0  # sightings of an inventory item's tag
 
     def record(self, asset: str, day: str) -> dict[str, Any]:
         lamp = (self.lamp_last - self.lamp_first) if self.lamp_first is not None and self.lamp_last is not None \
             else None
-        return {"asset": asset, "day": day, "power_on_h": round(self.on_s / 3600, 3),
-                "lamp_h": lamp, "readings": self.readings, "events": self.events, "last_seen": self.last_seen}
+        return {"asset": asset, "day": day, "power_on_h": round(self.on_s / 3600, 3), "powered": self.powered,
+                "lamp_h": lamp, "readings": self.readings, "events": self.events, "seen": self.seen,
+                "last_seen": self.last_seen}
 
 
 @dataclass
 class _Power:
     on: bool = False
     at: int = 0  # ms of the last power reading
-    off_hours_since: int | None = None  # ms: on outside school hours since
-    raised: bool = False
-
-
-@dataclass
-class InventoryProblem:
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
-
-
-@dataclass
-class _Inventory:
-    mtime: float | None = None
-    assets: dict[str, Asset] = field(default_factory=dict)
-    problems: list[InventoryProblem] = field(default_factory=list)
-    error: str = ""
-
-
-def read_inventory(path: Path) -> tuple[dict[str, Asset], list[InventoryProblem]]:
-    """The school's CSV -> assets by id, and the rows that could not be used (with their line)."""
-    assets: dict[str, Asset] = {}
-    problems: list[InventoryProblem] = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in ("asset_id", "name") if c not in header]
-        unknown = [c for c in header if c not in INVENTORY_COLUMNS]
-        if missing or unknown:
-            what = [f"missing column(s) {', '.join(missing)}"] if missing else []
-            what += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
-            return {}, [InventoryProblem(1, "; ".join(what) + f" (columns: {','.join(INVENTORY_COLUMNS)})")]
-        for row in reader:
-            line = reader.line_num
-            values = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
-            if None in row:
-                problems.append(InventoryProblem(line, f"{len(row[None])} value(s) more than the header has columns"))
-                continue
-            asset_id, name = values.get("asset_id", ""), values.get("name", "")
-            if not re.match(ID_PATTERN, asset_id):
-                problems.append(InventoryProblem(line, f"asset_id {asset_id[:40]!r} must be lower-case letters, "
-                                                 "digits, _ and - (e.g. micro-07)"))
-                continue
-            if not name:
-                problems.append(InventoryProblem(line, f"{asset_id}: name is empty"))
-                continue
-            if asset_id in assets:
-                problems.append(InventoryProblem(line, f"{asset_id}: listed twice (the first row is kept)"))
-                continue
-            assets[asset_id] = Asset(asset_id, "inventory", name=name, category=values.get("category", ""),
-                                     make=values.get("make", ""), model=values.get("model", ""),
-                                     serial=values.get("serial", ""), room=values.get("room", ""),
-                                     tag=values.get("tag", ""))
-    return assets, problems
 
 
 class ReportArgs(BaseModel):
@@ -216,15 +104,25 @@ class AssetsService(Service):
         self.assets: dict[str, Asset] = {}
         self.usage: dict[tuple[str, str], Usage] = {}
         self.power: dict[str, _Power] = {}
-        self.inventory = _Inventory()
-        self.counts = {"asset_records": 0, "usage_records": 0, "energy_events": 0}
+        self.inventory = Inventory()
+        self.counts = {"asset_records": 0, "usage_records": 0, "energy_events": 0, "switch_offs": 0,
+                       "switch_off_failures": 0, "tag_sightings": 0}
         self._queue: deque[Event] = deque()
+        self._switch_off: deque[tuple[str, str]] = deque()  # (asset, reason): power off is due
         self._announce: set[str] = set()  # assets whose identity changed: an ``asset`` record is due
         self._usage_dirty: set[tuple[str, str]] = set()
         self._dirty = False
         self._wakeup: asyncio.Event | None = None
         self._emit: Emit | None = None
+        self._devices: DeviceLookup | None = None
         self._day_cache: tuple[int, int, str, int] = (0, 0, "", 0)
+        self._drivers = {dev.id: dev.driver for dev in setup.devices}
+        self._ble = {str(addr).upper(): dev.id for dev in setup.devices
+                     if dev.driver == "ble" and isinstance(addr := getattr(dev, "address", None), str)}
+        self._tags: dict[str, str] = {}  # BLE device id -> the inventory item it tags
+        self._seen: dict[str, tuple[int | None, int | None]] = {}  # inventory items' sightings, as last saved
+        self.rule = None if config.energy is None else EnergyRule(
+            config.energy, self._local, {dev.room for dev in setup.devices if dev.room and getattr(dev, "role", None)})
         self._load()
         for dev in setup.devices:
             asset = self.assets.get(dev.id)
@@ -240,17 +138,26 @@ class AssetsService(Service):
         self._device_ids = {dev.id for dev in setup.devices}
         self._read_inventory()
 
+    def use_devices(self, lookup: DeviceLookup) -> None:
+        self._devices = lookup
+
     # ------------------------------------------------------------------ the pipeline stage
 
     def stage(self, record: Record) -> Record:
+        if self.rule is not None:
+            self.rule.observe(record)
         device = record.get("device")
         if not isinstance(device, str) or device == GATEWAY or record.get("type") in OWN_EVENTS:
             return record
-        asset = self.assets.get(device)
-        if asset is None:
-            return record
         ts = record.get("ts")
         if not isinstance(ts, int):
+            return record
+        tagged = self._tags.get(device)
+        if tagged is not None:
+            self._sighting(tagged, ts)
+            return record
+        asset = self.assets.get(device)
+        if asset is None:
             return record
         if asset.first_seen is None:
             asset.first_seen = ts
@@ -258,11 +165,7 @@ class AssetsService(Service):
         if isinstance(record.get("room"), str) and record["room"] != asset.room:
             asset.room = record["room"]
             self._announce.add(device)
-        day = self._day(ts)
-        usage = self.usage.get((device, day))
-        if usage is None:
-            usage = self.usage[(device, day)] = Usage()
-        usage.last_seen = max(usage.last_seen, ts)
+        usage = self._usage_of(device, ts)
         if record.get("kind") == "event":
             usage.events += 1
             self._identity(asset, record.get("type"), record.get("data"))
@@ -271,11 +174,32 @@ class AssetsService(Service):
             values = record.get("values")
             if isinstance(values, Mapping):
                 self._usage(asset, usage, ts, values)
-        self._usage_dirty.add((device, day))
-        self._dirty = True
         if self._announce:
             self._wake()  # an asset record is due (usage and the state file wait for their timers)
         return record
+
+    def _usage_of(self, asset_id: str, ts: int) -> Usage:
+        day = self._day(ts)
+        usage = self.usage.get((asset_id, day))
+        if usage is None:
+            usage = self.usage[(asset_id, day)] = Usage()
+        usage.last_seen = max(usage.last_seen, ts)
+        self._usage_dirty.add((asset_id, day))
+        self._dirty = True
+        return usage
+
+    def _sighting(self, item_id: str, ts: int) -> None:
+        """An inventory item's BLE tag was heard: the item is present."""
+        item = self.inventory.assets.get(item_id)
+        if item is None:
+            return
+        if item.first_seen is None:
+            item.first_seen = ts
+            self._announce.add(item_id)
+            self._wake()
+        item.last_seen = max(item.last_seen or 0, ts)
+        self._usage_of(item_id, ts).seen += 1
+        self.counts["tag_sightings"] += 1
 
     def _identity(self, asset: Asset, kind: Any, data: Any) -> None:
         if not isinstance(data, Mapping):
@@ -304,6 +228,7 @@ class AssetsService(Service):
         on = values.get("power_on")
         if not isinstance(on, bool):
             return
+        usage.powered = True
         power = self.power.get(asset.asset)
         if power is None:
             power = self.power[asset.asset] = _Power()
@@ -311,28 +236,13 @@ class AssetsService(Service):
         if on and power.on and gap_s is not None and 0 < gap_s <= self.config.max_gap_s:
             usage.on_s += gap_s
         power.on, power.at = on, ts
-        self._energy(asset, power, ts, on)
-
-    def _energy(self, asset: Asset, power: _Power, ts: int, on: bool) -> None:
-        rule = self.config.energy
-        if rule is None:
+        if self.rule is None:
             return
-        _, weekday, seconds = self._local(ts)
-        if on and not rule.school_hours(weekday, seconds):
-            if power.off_hours_since is None:
-                power.off_hours_since = ts
-            minutes = (ts - power.off_hours_since) / 60000
-            if not power.raised and minutes >= rule.grace_min:
-                power.raised = True
-                self._event(asset, "energy_left_on", {
-                    "asset": asset.asset, "since": power.off_hours_since, "minutes": round(minutes, 1),
-                    "reason": "outside school hours", "school_hours": f"{rule.start:%H:%M}-{rule.end:%H:%M} "
-                    f"{','.join(rule.days)}"})
-            return
-        if power.raised and not on:
-            minutes = (ts - (power.off_hours_since or ts)) / 60000
-            self._event(asset, "energy_switched_off", {"asset": asset.asset, "minutes_on": round(minutes, 1)})
-        power.off_hours_since, power.raised = None, False
+        for kind, data in self.rule.power(asset.asset, asset.room or None, ts, on):
+            self._event(asset, kind, data)
+            energy = self.config.energy
+            if kind == "energy_left_on" and energy is not None and energy.switch_off:
+                self._switch_off.append((asset.asset, str(data["reason"])))
 
     def _event(self, asset: Asset, kind: str, data: dict[str, Any]) -> None:
         device = asset.asset if asset.asset in self._device_ids else GATEWAY
@@ -340,6 +250,28 @@ class AssetsService(Service):
         self.counts["energy_events"] += 1
         log.info("assets: %s %s", kind, data)
         self._wake()
+
+    async def _switch_off_due(self) -> None:
+        """Send ``power off`` to each device the rule found left on (the school opted in), and record the answer
+        as an ``energy_auto_off`` event: result ``ok``, or ``failed`` with the driver's error."""
+        while self._switch_off:
+            asset_id, reason = self._switch_off.popleft()
+            driver = self._drivers.get(asset_id, "")
+            data: dict[str, Any] = {"asset": asset_id, "reason": reason, "command": "power off"}
+            if driver not in POWER_DRIVERS:
+                data |= {"result": "skipped", "error": f"the {driver or 'unknown'} driver has no power command"}
+            elif self._devices is None or (device := self._devices(asset_id)) is None:
+                data |= {"result": "failed", "error": "the device is not running on this gateway"}
+            else:
+                try:
+                    async with asyncio.timeout(SWITCH_OFF_TIMEOUT_S):
+                        await device.command("power", {"value": "off"})
+                    data["result"] = "ok"
+                except Exception as exc:  # CommandError, a timeout, a driver bug: recorded, the rule goes on
+                    data |= {"result": "failed", "error": str(exc) or type(exc).__name__}
+            self.counts["switch_offs" if data["result"] == "ok" else "switch_off_failures"] += 1
+            log.log(logging.INFO if data["result"] == "ok" else logging.WARNING, "assets: switch-off %s", data)
+            self._queue.append(Event(asset_id, "energy_auto_off", data))
 
     # ------------------------------------------------------------------ background: records, state, inventory
 
@@ -350,6 +282,7 @@ class AssetsService(Service):
         next_save = next_inventory = time.monotonic()
         try:
             while True:
+                self._wakeup.clear()  # here, not after the work: a wake-up during the work starts another round
                 now = time.monotonic()
                 if now >= next_inventory:
                     self._read_inventory()
@@ -358,13 +291,15 @@ class AssetsService(Service):
                 while self._queue:
                     await emit(self._queue[0])
                     self._queue.popleft()
+                if self._switch_off:
+                    await self._switch_off_due()
+                    continue  # its events go out at once
                 if now >= next_report:
                     await self.report(emit)
                     next_report = now + self.config.report_every_s
                 if self._dirty and now >= next_save:
                     self.save()
                     next_save = now + 5
-                self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.05, min(next_report, next_inventory, next_save + 5) - now)):
                         await self._wakeup.wait()
@@ -379,8 +314,12 @@ class AssetsService(Service):
             device = asset_id if asset_id in self._device_ids else GATEWAY
             data = {k: v for k, v in asset.identity().items() if v not in ("", None)}
             data["first_seen"] = asset.first_seen
-            await emit(Event(device, "asset", data))
-            self._announce.discard(asset_id)
+            self._announce.discard(asset_id)  # before the await: a change staged meanwhile is announced next
+            try:
+                await emit(Event(device, "asset", data))
+            except BaseException:
+                self._announce.add(asset_id)
+                raise
             self.counts["asset_records"] += 1
             self._dirty = True
 
@@ -451,11 +390,27 @@ class AssetsService(Service):
             del assets[asset_id]
         for asset_id, asset in assets.items():
             old = self.inventory.assets.get(asset_id)
+            if old is not None:  # sightings are the gateway's, not the file's
+                asset.first_seen, asset.last_seen = old.first_seen, old.last_seen
+            else:
+                asset.first_seen, asset.last_seen = self._seen.get(asset_id, (None, None))
             if old is None or old.identity() != asset.identity():
                 self._announce.add(asset_id)
-        self.inventory = _Inventory(mtime, assets, problems, "")
+        self.inventory = Inventory(mtime, assets, problems, "")
+        self._link_tags()
         log.info("assets: inventory %s: %d item(s), %d problem(s)", path, len(assets), len(problems))
         self._wake()
+
+    def _link_tags(self) -> None:
+        """An inventory item tagged with the address of one of this gateway's BLE devices: that device is its
+        tag (heard = the item is present), not an asset of its own."""
+        self._tags = {}
+        for item in self.inventory.assets.values():
+            device = self._ble.get(item.ble_address or "")
+            if device is not None:
+                self._tags[device] = item.asset
+                self.assets.pop(device, None)
+                self._announce.discard(device)
 
     # ------------------------------------------------------------------ state
 
@@ -472,7 +427,9 @@ class AssetsService(Service):
                 self.assets[a["asset"]] = Asset(**a)
             for u in doc.get("usage", []):
                 self.usage[(u.pop("asset"), u.pop("day"))] = Usage(**u)
-        except (TypeError, KeyError, AttributeError) as exc:
+            for item, (first, last) in doc.get("sightings", {}).items():
+                self._seen[item] = (first, last)
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             log.error("assets: state %s has a bad entry (%s); the rest is kept", self.state_file, exc)
 
     def save(self) -> None:
@@ -480,7 +437,9 @@ class AssetsService(Service):
         for key in [k for k in self.usage if k[1] < cutoff]:
             del self.usage[key]
         doc = {"assets": [asdict(a) for a in self.assets.values()],
-               "usage": [{"asset": a, "day": d, **asdict(u)} for (a, d), u in sorted(self.usage.items())]}
+               "usage": [{"asset": a, "day": d, **asdict(u)} for (a, d), u in sorted(self.usage.items())],
+               "sightings": {i.asset: [i.first_seen, i.last_seen] for i in self.inventory.assets.values()
+                             if i.first_seen is not None}}
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -504,22 +463,25 @@ class AssetsService(Service):
             week = [u for (a, d), u in self.usage.items() if a == asset.asset and d > _days_before(today, 7)]
             usage = self.usage.get((asset.asset, today))
             power = self.power.get(asset.asset)
+            observable = asset.source == "device" or asset.ble_address is not None  # as central judges it
             rows.append({**asdict(asset),
                          "on": bool(power and power.on),
-                         "left_on": bool(power and power.raised),
-                         "missing": asset.source == "device" and (asset.last_seen is None
-                                                                   or now_ms - asset.last_seen > missing_ms),
+                         "left_on": bool(self.rule and self.rule.left_on(asset.asset)),
+                         "missing": observable and (asset.last_seen is None
+                                                    or now_ms - asset.last_seen > missing_ms),
                          "today_on_h": round(usage.on_s / 3600, 2) if usage else 0.0,
                          "week_on_h": round(sum(u.on_s for u in week) / 3600, 2),
                          "today_lamp_h": usage.record(asset.asset, today)["lamp_h"] if usage else None})
         in_use = sum(1 for r in rows if r["week_on_h"] > 0 or (r["source"] == "device" and not r["missing"]))
+        energy = self.config.energy
         return {"assets": rows, "devices": len(self.assets), "inventory": len(self.inventory.assets),
                 "in_use": in_use, "inventory_file": str(self.config.inventory_csv or ""),
                 "inventory_problems": [str(p) for p in self.inventory.problems],
                 "inventory_error": self.inventory.error,
-                "energy": None if self.config.energy is None else {
-                    "days": self.config.energy.days, "start": f"{self.config.energy.start:%H:%M}",
-                    "end": f"{self.config.energy.end:%H:%M}", "grace_min": self.config.energy.grace_min},
+                "energy": None if energy is None else {
+                    "days": energy.days, "start": f"{energy.start:%H:%M}", "end": f"{energy.end:%H:%M}",
+                    "grace_min": energy.grace_min, "empty_min": energy.empty_min,
+                    "switch_off": energy.switch_off},
                 **self.counts}
 
 

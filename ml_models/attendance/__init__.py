@@ -1,0 +1,1 @@
+"""Attendance checks: heads above taps, one card in two rooms too quickly (simulator, rules, classifiers)."""
