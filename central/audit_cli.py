@@ -18,7 +18,7 @@ from edugate.common.audit.evidence import Sources, build_report, write_and_summa
 from edugate.common.web.audit_log import AUDIT_FILE
 from edugate.common.web.auth import SCRYPT_N
 
-UNITS = ["edugate-central.service", "edugate-ingest@*.service"]
+UNITS = ["edugate-central.service", "edugate-ingest@*.service", "edugate-api.service"]  # packaging/systemd/central
 RENEW_WITHIN_DAYS = 30
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 

@@ -109,6 +109,7 @@ def ingest(
             stats_file=given(stats_file, section.stats_file), events_db=given(events_db, cfg.events.db),
             stats_interval_s=given(stats_interval, section.stats_interval_s),
             summary_interval_s=given(summary_interval, section.summary_interval_s),
+            confirm_stored=section.confirm_stored,
             broker=broker_cfg,
         )
     except ValueError as exc:

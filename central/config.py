@@ -15,8 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edugate.central.assets.config import AssetsSection
-from edugate.central.push.url import check_push_url
-from edugate.central.urls import check_store_url, parse_broker_url
+from edugate.central.urls import check_push_url, check_store_url, parse_broker_url
 from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, parse_address
 from edugate.common.yamlconfig import default_message, format_path, load_model
 
@@ -139,6 +138,10 @@ class IngestSection(StrictModel):
     stats_file: Path | None = Field(None, description="Write counters and the fleet table here (JSON).")
     stats_interval_s: float = Field(1.0, ge=0.01, description="Seconds between two writes of stats_file.")
     summary_interval_s: float = Field(10.0, ge=0, description="Seconds between INFO summaries (0: none).")
+    confirm_stored: bool = Field(True, description="Tell each gateway what was stored, on its .../stored topic "
+                                 "(the end-to-end acknowledgement: gateways keep a record until then). false: "
+                                 "gateways delete at the broker's PUBACK, and a broker crash can lose what it had "
+                                 "not saved (docs/central.md). The nats and amqp transports never confirm.")
     transport: Literal["mqtt", "nats", "amqp"] = Field(
         "mqtt", description="'mqtt': subscribe at the broker (Mosquitto); 'nats': pull from a NATS JetStream stream "
         "(see nats); 'amqp': consume a RabbitMQ quorum queue (see amqp; the cluster setup that keeps every "

@@ -25,17 +25,34 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port or default_port, tls
 
 
-def check_store_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` of the store's InfluxDB-compatible API; returned without a trailing /."""
+def _http_url(url: str, schemes: str) -> urllib.parse.SplitResult:
+    """The parts of an ``http(s)://host[:port]...`` URL; ValueError saying what is wrong (``schemes``: what the
+    message asks for)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{url!r}: the store URL must start with http:// or https://")
+        raise ValueError(f"{url!r}: {schemes}")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValueError(f"{url!r}: the port must be a number between 1 and 65535") from None
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host name")
+    return parts
+
+
+def check_store_url(url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` of the store's InfluxDB-compatible API; returned without a trailing /."""
+    parts = _http_url(url, "the store URL must start with http:// or https://")
     if parts.query or parts.fragment:
         raise ValueError(f"{url!r}: no query string or fragment, please")
     return url.rstrip("/")
+
+
+def check_push_url(url: str) -> str:
+    """The warehouse's ``http(s)://host[:port]/path[?query]`` (central.yaml ``push.url``): returned as given."""
+    parts = _http_url(url, "the push URL must start with https:// (or http:// on a trusted network)")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: no credentials in the URL: deliveries are signed with push.secret_file")
+    if parts.fragment:
+        raise ValueError(f"{url!r}: no fragment, please")
+    return url

@@ -157,6 +157,20 @@ def central(name: Annotated[str, typer.Argument(help="An id, e.g. ingest-1 or se
     typer.echo(f"{out}: {name} ({role}): {name}.pem, {name}.key (0600)")
 
 
+def _server_certificate(ca: Path, names: list[str], days: int, stem: Path) -> CertificateAuthority:
+    """A server certificate for ``names`` from the CA in ``ca``: ``<stem>.pem`` and ``<stem>.key`` (0600)."""
+    from edugate.common.provisioning import ProvisioningError, write_pem, write_private_key
+
+    authority = _ca(ca)
+    try:
+        cert, key = authority.issue_server(names, days=days)
+    except ProvisioningError as exc:
+        _fail(exc)
+    write_private_key(key, stem.with_suffix(".key"))
+    write_pem(cert, stem.with_suffix(".pem"))
+    return authority
+
+
 @app.command("broker")
 def broker(names: Annotated[list[str], typer.Argument(help="Host names/addresses the gateways connect to.")],
            ca: CaDir, out: Out, port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8883,
@@ -164,15 +178,9 @@ def broker(names: Annotated[list[str], typer.Argument(help="Host names/addresses
                                                         "the broker host.")] = Path("/etc/mosquitto/edugate"),
            days: Days = 397) -> None:
     """The broker's server certificate, ca.pem, the TLS listener (edugate-tls.conf) and the ACL."""
-    from edugate.common.provisioning import ProvisioningError, render_acl, render_tls_conf, write_pem, write_private_key
+    from edugate.common.provisioning import render_acl, render_tls_conf, write_pem
 
-    authority = _ca(ca)
-    try:
-        cert, key = authority.issue_server(names, days=days)
-    except ProvisioningError as exc:
-        _fail(exc)
-    write_private_key(key, out / "server.key")
-    write_pem(cert, out / "server.pem")
+    authority = _server_certificate(ca, names, days, out / "server")
     write_pem(authority.cert, out / "ca.pem")
     (out / "edugate-tls.conf").write_text(render_tls_conf(install_folder, port))
     (out / "acl").write_text(render_acl(authority.records(), revoked=authority.revoked_serials()))
@@ -187,15 +195,7 @@ def web(names: Annotated[list[str], typer.Argument(help="Names/addresses people 
         ca: CaDir, out: Out, days: Days = 397) -> None:
     """A server certificate for a gateway's pages (web.tls: web.pem, web.key 0600) from the CA; the school's
     computers must trust the CA (install ca.pem on them)."""
-    from edugate.common.provisioning import ProvisioningError, write_pem, write_private_key
-
-    authority = _ca(ca)
-    try:
-        cert, key = authority.issue_server(names, days=days)
-    except ProvisioningError as exc:
-        _fail(exc)
-    write_private_key(key, out / "web.key")
-    write_pem(cert, out / "web.pem")
+    _server_certificate(ca, names, days, out / "web")
     typer.echo(f"{out}: web.pem/web.key for {', '.join(names)}: set web.tls.cert_file and key_file to them")
 
 

@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import logging
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from edugate.central.ingest.worker import IngestConfig, IngestWorker, _Msg
+from edugate.central.ingest.pulled import PulledIngestWorker
+from edugate.central.ingest.worker import IngestConfig
 from edugate.contract.topics import TOPIC_ROOT
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def _safe_url(url: str) -> str:
     return f"{head.split('://')[0]}://{tail}" if head else url
 
 
-class AmqpIngestWorker(IngestWorker):
+class AmqpIngestWorker(PulledIngestWorker):
     """An ingest worker that consumes the quorum queue instead of subscribing over MQTT."""
 
     def __init__(self, cfg: IngestConfig, amqp_settings: AmqpSettings) -> None:
@@ -261,30 +261,6 @@ class AmqpIngestWorker(IngestWorker):
 
     def _make_client(self) -> Any:
         return _AmqpTransport(self)
-
-    def _confirm(self, batch: Any) -> None:
-        """No ``.../stored`` confirmations: the PUBACK a gateway gets from the MQTT plugin already comes after a
-        majority of the quorum queue's replicas wrote the message, so gateways delete at the PUBACK."""
-
-    def deliver(self, items: list[tuple[str, bytes, int, bool]]) -> None:
-        """Queue deliveries for the run thread (blocks while the inbox is full: consuming pauses)."""
-        for topic, payload, mid, redelivered in items:
-            self.stats.messages += 1
-            if redelivered:
-                self.stats.messages_redelivered += 1
-            if self._stopping.is_set():
-                self._client.forget(mid)
-                continue
-            with self._ack_lock:
-                self._pending[mid] = 1
-                session = self._session
-            msg = _Msg(topic, payload, mid, 1, session, int(time.time() * 1000))
-            if not self._inbox.put(msg, self._stopping):
-                self._release(msg)
-
-    def _release(self, msg: _Msg) -> None:
-        super()._release(msg)
-        self._client.forget(msg.mid)
 
 
 async def declare_only(settings: AmqpSettings) -> None:

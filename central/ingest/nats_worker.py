@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
 from nats.js.api import StreamConfig as JsStreamConfig
 from nats.js.errors import NotFoundError
 
-from edugate.central.ingest.worker import IngestConfig, IngestWorker, _Msg
+from edugate.central.ingest.pulled import PulledIngestWorker
+from edugate.central.ingest.worker import IngestConfig
 from edugate.contract.topics import TOPIC_ROOT
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class _JetStreamTransport:
             await self.nc.close()
 
 
-class NatsIngestWorker(IngestWorker):
+class NatsIngestWorker(PulledIngestWorker):
     """An ingest worker that pulls from the JetStream stream instead of subscribing over MQTT."""
 
     def __init__(self, cfg: IngestConfig, nats_settings: NatsSettings) -> None:
@@ -221,30 +221,6 @@ class NatsIngestWorker(IngestWorker):
 
     def _make_client(self) -> Any:
         return _JetStreamTransport(self)
-
-    def _confirm(self, batch: Any) -> None:
-        """No ``.../stored`` confirmations: the cluster's own acknowledgement to the gateway is already replicated
-        and durable (R3 file store), so gateways keep deleting at its PUBACK (they never see a confirmation)."""
-
-    def deliver(self, items: list[tuple[str, bytes, int, bool]]) -> None:
-        """Queue pulled messages for the run thread (blocks while the inbox is full: pulling pauses)."""
-        for topic, payload, mid, redelivered in items:
-            self.stats.messages += 1
-            if redelivered:
-                self.stats.messages_redelivered += 1
-            if self._stopping.is_set():
-                self._client.forget(mid)
-                continue
-            with self._ack_lock:
-                self._pending[mid] = 1
-                session = self._session
-            msg = _Msg(topic, payload, mid, 1, session, int(time.time() * 1000))
-            if not self._inbox.put(msg, self._stopping):
-                self._release(msg)
-
-    def _release(self, msg: _Msg) -> None:
-        super()._release(msg)
-        self._client.forget(msg.mid)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ from edugate.gateway.downlink.registry import (  # noqa: F401 - re-exported: com
     CommandArgs,
     CommandRegistry,
     Handler,
+    current_command_id,
 )
 
 log = logging.getLogger(__name__)
@@ -427,6 +428,7 @@ class Downlink:
 
     async def _run(self, env: Envelope, command: Command, args: BaseModel, key_name: str) -> tuple[str, bytes]:
         started = time.monotonic()
+        token = current_command_id.set(env.id)
         try:
             async with asyncio.timeout(self.config.handler_timeout_s) as deadline:
                 result = await command.handler(args)
@@ -440,6 +442,8 @@ class Downlink:
         except Exception as exc:  # a handler bug must become a 'failed' answer, never take the uplink down
             log.exception("command %s %s: handler crashed", env.name, env.id)
             return self._failed(env, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            current_command_id.reset(token)
         try:
             body = dict(result or {})
             json.dumps(body)  # must be publishable

@@ -25,7 +25,7 @@ from edugate.common.yamlconfig import ConfigError, Problem, format_path, line_of
 from edugate.contract.state import DeviceState
 from edugate.drivers.base import CommandError
 from edugate.gateway.config import GatewayConfigBase, config_warnings, parse_config
-from edugate.gateway.downlink.registry import CommandArgs, CommandRegistry
+from edugate.gateway.downlink.registry import CommandArgs, CommandRegistry, current_command_id
 from edugate.gateway.update.trial import (
     IN_PLACE,
     UNDO,
@@ -161,7 +161,7 @@ class RemoteConfig:
             return result | {"applied": False, "dry_run": True}
         if new == current:
             return result | {"applied": False, "unchanged": True}
-        cmd_id = self._command_id()
+        cmd_id = current_command_id.get() or "unknown"
         online = [d for d, drv in self.gateway.drivers.items() if drv.health.state == DeviceState.ONLINE]
         backup = backup_path(self.config_path)
         await asyncio.to_thread(self._write_change, current, new, cmd_id, args.deadline_s, online)  # fsyncs
@@ -192,10 +192,3 @@ class RemoteConfig:
             raise CommandError(f"unknown device {args.device!r} (not configured or not enabled on this gateway)")
         await self.gateway.restart_driver(args.device)
         return {"device": args.device, "restarted": True}
-
-    def _command_id(self) -> str:
-        """The id of the command being run: the downlink records each accepted id in its replay store just
-        before it calls the handler, and runs one command at a time, so it is the newest entry there."""
-        downlink = self.gateway.downlink
-        seen = list(downlink.replay.seen) if downlink is not None else []
-        return seen[-1] if seen else "unknown"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +16,10 @@ from pydantic import BaseModel, ConfigDict
 from edugate.contract.ids import COMMAND_NAME_PATTERN
 
 _NAME_RE = re.compile(COMMAND_NAME_PATTERN)
+
+current_command_id: ContextVar[str | None] = ContextVar("current_command_id", default=None)
+"""The id of the command whose handler is running (set by the downlink around each handler call): a handler that
+reports its outcome later (an event after a restart) names the command with it."""
 
 A = TypeVar("A", bound=BaseModel)
 Handler = Callable[[Any], Awaitable[Mapping[str, Any] | None]]

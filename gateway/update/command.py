@@ -22,7 +22,7 @@ from edugate.contract import __version__
 from edugate.contract.records import Event
 from edugate.contract.state import DeviceState
 from edugate.drivers.base import CommandError
-from edugate.gateway.downlink.registry import CommandArgs, CommandRegistry
+from edugate.gateway.downlink.registry import CommandArgs, CommandRegistry, current_command_id
 from edugate.gateway.runtime.pipeline import GATEWAY_DEVICE
 from edugate.gateway.update.installer import Layout, UpdateError, fetch, install, wheel_version
 from edugate.gateway.update.trial import Trial, TrialError, journal_path, reexec
@@ -71,7 +71,7 @@ class Updater:
             raise CommandError("an update is being installed already; wait for its outcome event")
         if journal_path(self.config_path).exists():
             raise CommandError("a change is still on trial on this gateway; wait for its outcome event")
-        cmd_id = _command_id(self.gateway)
+        cmd_id = current_command_id.get() or "unknown"
         self._task = asyncio.create_task(self._install(args, cmd_id, version), name="gateway-update")
         return {"installing": version, "running": __version__, "root": str(self.layout.root),
                 "outcome_event": "gateway.updated, gateway.update_rolled_back or gateway.update_failed, "
@@ -103,9 +103,3 @@ class Updater:
                     "healthy within %g s", cmd_id, version, venv, previous, args.deadline_s)
         argv = layout.current_argv()
         self.gateway.restart(lambda: reexec(argv))
-
-
-def _command_id(gateway: Gateway) -> str:
-    """The id of the command being run (the newest entry of the downlink's replay store, see config_apply)."""
-    seen = list(gateway.downlink.replay.seen) if gateway.downlink is not None else []
-    return seen[-1] if seen else "unknown"

@@ -146,3 +146,35 @@ def test_the_payload_is_checked_and_says_what_is_wrong() -> None:
                           (b'{"event": [[1, 2.5]]}', "'event'[0]"), (b'{"event": 7}', "'event': expected a list")):
         with pytest.raises(InvalidConfirmation, match=re.escape(said)):
             parse(payload)
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+def test_central_yaml_turns_the_confirmations_off(mosquitto: Mosquitto, victoria: VictoriaMetrics,
+                                                  confirmations: Confirmations, tmp_path: Any, confirm: bool) -> None:
+    """``ingest.confirm_stored`` in central.yaml reaches the worker that ``edugate ingest --config`` starts."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, ingest_stats
+
+    conf = tmp_path / "central.yaml"
+    conf.write_text(f"broker: {{brokers: ['{mosquitto.host}:{mosquitto.port}']}}\nstore: {{url: {victoria.url}}}\n"
+                    f"ingest: {{client_id: ingest-conf, confirm_stored: {str(confirm).lower()}}}\n")
+    stats = tmp_path / "stats.json"
+    worker = subprocess.Popen([sys.executable, "-m", "edugate.central.cli_ingest", "--config", str(conf),
+                               "--stats-file", str(stats), "--stats-interval", "0.05"], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: ingest_stats(stats).get("subscribed"), 30, 0.05, "the worker subscribed")
+        pub = Publisher(mosquitto.host, mosquitto.port)
+        pub.publish(topic(SCHOOL, "gw-a", "telemetry"), [telemetry(s) for s in (1, 2, 3)])
+        pub.publish(topic(SCHOOL, "gw-a", "telemetry"), [telemetry(s) for s in (4, 5)])
+        pub.close()
+        wait_until(lambda: ingest_stats(stats).get("messages_acked", 0) >= 2, 20, 0.05, "both messages stored")
+        if confirm:
+            wait_until(lambda: confirmations.ranges("gw-a", "telemetry") == [(1, 5)], 10, 0.05, "the confirmation")
+        else:
+            assert confirmations.messages == [] and ingest_stats(stats).get("confirmations", 0) == 0
+    finally:
+        worker.terminate()
+        worker.wait(20)
