@@ -16,10 +16,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edugate.common.privacy import Pseudonymizer, load_or_create_key
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
@@ -33,19 +30,6 @@ SCHOOL = "library-school"
 CARD = bytes.fromhex("0A1B2C3D4E")  # canaries: none of these may leave the gateway
 PATRON, PATRON_NAME = "P7654321", "Nguyen Van Canary"
 BOOK, SHELF_BOOK, SECURED_BOOK = "30112000000017", "30112000000024", "30112000000031"
-
-
-@pytest.fixture
-def ingest(mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path) -> Iterator[Path]:
-    """A plain (non-shared) subscription: Mosquitto restores it after a restart (docs/operators.md)."""
-    log_path = tmp_path / "ingest.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "ingest-library",
-                                 "--group", "", "--broker", mosquitto.url, "--store-url", victoria.url],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    yield log_path
-    proc.terminate()
-    proc.wait(timeout=20)
 
 
 def gateway_config(tmp_path: Path, broker: Mosquitto, ils: Sip2Simulator) -> dict:

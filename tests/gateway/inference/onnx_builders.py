@@ -77,3 +77,22 @@ def slow_scorer(width: int, size: int = 1024, steps: int = 16, output: str = "sc
     model = helper.make_model(graph, opset_imports=OPSET, producer_name="edugate-tests")
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def steps_for(seconds: float, size: int = 1024) -> int:
+    """How many chained products make :func:`slow` take about ``seconds`` on this machine (measured once with
+    onnxruntime as the runner sets it up: one thread), so that "slow" means slow on a fast CPU too."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    probe = 4
+    session = ort.InferenceSession(slow(size, probe), options, providers=["CPUExecutionProvider"])
+    x = np.ones((1, 1), dtype=np.float32)
+    session.run(None, {"x": x})  # warm
+    started = time.perf_counter()
+    session.run(None, {"x": x})
+    per_step = max((time.perf_counter() - started) / probe, 1e-4)
+    return max(probe, min(256, int(seconds / per_step) + 1))

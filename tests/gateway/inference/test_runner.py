@@ -15,7 +15,7 @@ import pytest
 from edugate.gateway.inference import ChecksumMismatch, ModelCorrupt, ModelRunner, load_spec
 from edugate.gateway.inference.store import install
 from edugate.gateway.inference.watch import FileWatch
-from tests.gateway.inference.onnx_builders import adder, slow, write_model
+from tests.gateway.inference.onnx_builders import adder, slow, steps_for, write_model
 
 X = np.zeros((1, 4), dtype=np.float32)
 
@@ -61,7 +61,7 @@ async def test_inference_runs_on_the_worker_thread(tmp_path: Path) -> None:
 async def test_the_loop_stays_responsive_while_a_slow_model_runs(tmp_path: Path) -> None:
     """A 5 ms timer keeps firing on time while a model takes hundreds of milliseconds on the worker thread."""
     runner = ModelRunner("slow", budget_ms=50.0)
-    spec = load_spec(write_model(tmp_path, "slow", "1", slow(), shape=[1, 1]), "slow")
+    spec = load_spec(write_model(tmp_path, "slow", "1", slow(steps=steps_for(0.5)), shape=[1, 1]), "slow")
     await runner.swap(spec)
     lateness: list[float] = []
     stop = asyncio.Event()

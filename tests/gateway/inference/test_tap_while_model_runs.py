@@ -26,7 +26,7 @@ from edugate.gateway.services import registry
 from edugate.gateway.services.models import SHIPPED, ModelStage
 from edugate.simulators.em4100 import EM4100Simulator
 from edugate.simulators.servers import Mosquitto
-from tests.gateway.inference.onnx_builders import slow_scorer
+from tests.gateway.inference.onnx_builders import slow_scorer, steps_for
 from tests.helpers import wait_for_async
 
 TAPS = 10
@@ -54,7 +54,7 @@ def models_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def slow_fridge_model(folder: Path) -> None:
     """``folder/anomaly``: the shipped manifest, with the fridge model replaced by a slow one."""
     shutil.copytree(SHIPPED / "anomaly", folder / "anomaly")
-    data = slow_scorer(18)
+    data = slow_scorer(18, steps=steps_for(0.5))
     (folder / "anomaly" / "slow.onnx").write_bytes(data)
     manifest = json.loads((folder / "anomaly" / "manifest.json").read_text())
     manifest["models"]["anomaly-fridge"].update(file="slow.onnx", sha256=hashlib.sha256(data).hexdigest(),
