@@ -430,6 +430,15 @@ def device_info(objects: dict[int, bytes]) -> dict[str, str]:
 # ---------------------------------------------------------------- the driver
 
 
+def _raise_if_cancelled() -> None:
+    """pymodbus can turn a cancellation that arrives during a request into an error of its own, which the driver
+    handles as a failed poll: the task would poll on, "cancelling" for ever, and whoever stops it (the gateway's
+    shutdown, driver.restart) would wait for good. Put the cancellation back."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ModbusDriver(Driver[ModbusDeviceConfig]):
     """Polls one Modbus device and emits one Reading per poll."""
 
@@ -455,6 +464,7 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
         backoff = Backoff(first=min(max(period, 0.1), cfg.backoff_max_s), cap=cfg.backoff_max_s)
         next_at = loop.time()
         while True:
+            _raise_if_cancelled()
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
