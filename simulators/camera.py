@@ -8,8 +8,10 @@ the driver decodes:
   resized to 640 × 480;
 - ``empty``: a rendered empty classroom (wall, whiteboard, rows of desks), for a room nobody is in.
 
-Each frame carries a *marker*: a 32 × 32 block of seeded random pixels in its top-left corner. The privacy test
-looks for the marker's bytes (and the frame's other bytes) on disk, in MQTT traffic and in the store.
+This file is the camera's side of the lens (what a real camera would see), made only as the simulator's input;
+the gateway reads frames and never writes one. Each frame carries a *marker*: a 32 × 32 block of seeded random
+pixels in its top-left corner. The privacy test looks for the marker's bytes (and the frame's other bytes) on disk,
+in MQTT traffic and in the store.
 
     python -m edugate.simulators.camera /tmp/camera.mkv --scene pedestrians --frames 200
 """

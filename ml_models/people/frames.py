@@ -1,8 +1,8 @@
 """The labelled frame set: frames of the pedestrian video ``vtest.avi`` that Debian's ``opencv-doc`` package
 ships (``apt-get install opencv-doc``), read again from that file (the frames are not kept in the repository:
-only their hand-made labels, ``labels.json``).
-
-    .venv/bin/python -m edugate.ml_models.people.frames --png /tmp/vtest-frames   # to look at them again
+only their hand-made labels, ``labels.json``). Nothing here writes a frame anywhere: to look at one again,
+read it with :func:`read_frames` in a Python session (frames are never stored or sent, not even these public ones,
+so that no code path to do so exists to be copied).
 
 Each label is the number of people a person looking at the frame counts (anyone whose body is at least half
 in the picture; people far away at the top of the picture included), with notes on the hard cases.
@@ -10,7 +10,6 @@ in the picture; people far away at the top of the picture included), with notes 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections.abc import Iterator
@@ -66,24 +65,3 @@ def labelled_frames(part: str = "frames") -> Iterator[tuple[int, np.ndarray, int
 
 def video_sha256(path: Path | None = None) -> str:
     return hashlib.sha256((path or video_path()).read_bytes()).hexdigest()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the labelled frames (or every Nth frame) as PNG files.")
-    parser.add_argument("--png", type=Path, required=True, help="folder to write them to")
-    parser.add_argument("--every", type=int, default=0, help="every Nth frame instead of the labelled ones")
-    args = parser.parse_args()
-    args.png.mkdir(parents=True, exist_ok=True)
-    if args.every:
-        total = int(cv2.VideoCapture(str(video_path())).get(cv2.CAP_PROP_FRAME_COUNT))
-        indices = list(range(0, total, args.every))
-    else:
-        doc = labels()
-        indices = sorted(int(k) for part in ("frames", "calibration") for k in doc[part])  # type: ignore[attr-defined]
-    for index, frame in read_frames(indices):
-        cv2.imwrite(str(args.png / f"vtest-{index:04d}.png"), frame)
-    print(f"{len(indices)} frames in {args.png}")
-
-
-if __name__ == "__main__":
-    main()

@@ -112,19 +112,3 @@ def cases() -> Iterator[tuple[str, np.ndarray, int, dict[str, int]]]:
             frame, people = render(kind, 1000 * (k + 1) + i)
             tags = {"small": people if kind == "small" else 0, "seated": people if kind == "seated" else 0}
             yield f"{kind}-{i}", frame, people, tags
-
-
-def main() -> None:
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description="Write the rendered classroom scenes as PNG files, to look at.")
-    parser.add_argument("--png", type=Path, required=True)
-    args = parser.parse_args()
-    args.png.mkdir(parents=True, exist_ok=True)
-    for name, frame, people, _ in cases():
-        cv2.imwrite(str(args.png / f"{name}-{people}p.png"), frame)
-
-
-if __name__ == "__main__":
-    main()
