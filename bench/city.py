@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/city.py --broker mosquitto [--gateways 2500] [--steady-s 60]
     .venv/bin/python bench/city.py --broker rabbitmq --workers 2 --peak-s 60 --kill-node --drain-workers 1,2,4
+    .venv/bin/python bench/city.py --broker nats --workers 2 --peak-s 60 --kill-node --drain-workers 1,2,4
 
 Starts everything on free loopback ports in a temporary folder: VictoriaMetrics (with deduplication), the broker
-(one Mosquitto with one MQTT ingest worker, the default; or a 3-node RabbitMQ cluster with ``--workers`` AMQP
-workers on its quorum queue) and ``--gateways`` simulated gateways (``edugate.simulators.city``, one process,
-one MQTT connection each; on the cluster each gateway lists the nodes in a rotated order, so the connections
-spread over the three). Phases, each printed as it ends and all in the final JSON line:
+(one Mosquitto with one MQTT ingest worker, the default; a 3-node RabbitMQ cluster with ``--workers`` AMQP
+workers on its quorum queue; or a 3-node NATS cluster, nats-server 2.10+ from ``edugate[cluster]``, with
+``--workers`` workers pulling the MQTT layer's stream ``$MQTT_msgs``) and ``--gateways`` simulated gateways
+(``edugate.simulators.city``, one process, one MQTT connection each; on the cluster each gateway lists the nodes
+in a rotated order, so the connections spread over the three). Phases, each printed as it ends and all in the
+final JSON line:
 
 * connect: all gateways connected (s);
 * steady: ``--steady-s`` of telemetry and health; datapoints/s written (the workers' stats files), end-to-end
@@ -15,12 +18,16 @@ spread over the three). Phases, each printed as it ends and all in the final JSO
   CPU (% of one core) and RSS of the broker, the workers, VictoriaMetrics and the city process;
 * peak (``--peak-s``): the city-wide morning tap peak at its top rate (1.5 M students within 15 minutes,
   triangular: 3,333 taps/s at the top) on top of the steady traffic;
-* kill-node (RabbitMQ): kill -9 the node leading the queue (a third of the gateways are on it): seconds from
-  the kill until each of those gateways has a new connection (the reconnect storm); the node is brought back;
+* kill-node (RabbitMQ, NATS): kill -9 the node leading the queue (NATS: the stream ``$MQTT_msgs``; a third of
+  the gateways are on it): seconds from the kill until each of those gateways has a new connection (the
+  reconnect storm); the node is brought back;
 * loss: the gateways stop making records and empty their outboxes (``City.quiesce``), stop cleanly, the
   workers drain, and each gateway's acknowledged sensor readings are compared with the store
   (``missing_in_store``): the difference must be zero for every gateway (exit code 1 otherwise);
-* drain (``--drain-workers``, RabbitMQ): with the workers stopped the city fills the queue for ``--fill-s``,
+* ``--vm-day`` (alone): one VictoriaMetrics node and a simulated day of the city's room sensors
+  (``--day-gateways`` × 4 sensors × 3 values every ``--day-step-s``), imported as fast as it takes them: samples/s
+  sustained, bytes per sample on disk (after the merge), and the time of a district's daily summary query.
+* drain (``--drain-workers``, RabbitMQ, NATS): with the workers stopped the city fills the queue for ``--fill-s``,
   then 1, 2, 4... workers drain it: datapoints/s each.
 """
 
@@ -141,6 +148,15 @@ class Rig:
             self.mosquitto.start()
             stack.callback(self.mosquitto.stop)
             self.brokers = [f"127.0.0.1:{self.mosquitto.port}"]
+        elif args.broker == "nats":
+            from edugate.central.ingest.nats_worker import NatsSettings, declare
+            from edugate.simulators.nats_cluster import NatsCluster
+
+            self.cluster = NatsCluster(workdir / "nats")
+            stack.callback(self.cluster.stop)
+            self.cluster.start()
+            asyncio.run(declare(NatsSettings(servers=tuple(self.cluster.nats_urls), replicas=3)))
+            self.brokers = self.cluster.mqtt_brokers
         else:
             from edugate.simulators.rabbitmq_cluster import RabbitCluster
 
@@ -163,6 +179,11 @@ class Rig:
                 argv = [sys.executable, "-m", "edugate.cli.main", "ingest", "--client-id", f"city-ingest-{i + 1}",
                         "--broker", f"mqtt://{self.brokers[0]}", "--store-url", self.vm.url, "--stats-file",
                         str(stats), "--stats-interval", "0.2"]
+            elif self.args.broker == "nats":
+                argv = [sys.executable, "-m", "edugate.central.ingest.nats_worker", "--client-id", f"w{i + 1}",
+                        "--store", self.vm.url, "--stats-file", str(stats)]
+                for url in self.cluster.nats_urls:
+                    argv += ["--nats", url]
             else:
                 argv = [sys.executable, "-m", "edugate.central.ingest.amqp_worker", "--client-id", f"w{i + 1}",
                         "--store", self.vm.url, "--stats-file", str(stats), "--prefetch", "2000"]
@@ -177,6 +198,12 @@ class Rig:
                 raise TimeoutError(f"workers not subscribed: see {self.workdir}/w*.log")
             time.sleep(0.1)
 
+    def leader(self) -> Any:
+        """The node leading the queue (RabbitMQ) or the stream ``$MQTT_msgs`` (NATS)."""
+        if self.args.broker == "nats":
+            return nats_stream_leader(self.cluster)
+        return self.cluster.queue_leader(AmqpSettings.queue)
+
     def stop_workers(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -188,6 +215,25 @@ class Rig:
                 proc.kill()
                 proc.wait()
         self.workers, self.stats_files = [], []
+
+
+def nats_stream_leader(cluster: Any) -> Any:
+    import nats
+
+    from edugate.central.ingest.nats_worker import MQTT_STREAM
+
+    async def ask() -> str:
+        nc = await nats.connect(cluster.nats_urls, connect_timeout=2)
+        try:
+            info = await nc.jetstream(timeout=5).stream_info(MQTT_STREAM)
+            if info.cluster is None or not info.cluster.leader:
+                raise RuntimeError(f"{MQTT_STREAM} has no leader")
+            return info.cluster.leader
+        finally:
+            await nc.close()
+
+    name = asyncio.run(ask())
+    return next(n for n in cluster.nodes if n.name == name)
 
 
 def _subscribed(path: Path) -> bool:
@@ -341,9 +387,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 async def kill_leader(rig: Rig, city: City) -> dict[str, Any]:
-    """kill -9 the node leading the queue; the gateways connected to it reconnect elsewhere (the storm): how
-    long until each of them has a new connection, counted from the kill."""
-    leader = await asyncio.to_thread(rig.cluster.queue_leader, AmqpSettings.queue)
+    """kill -9 the node leading the queue (NATS: the stream); the gateways connected to it reconnect elsewhere
+    (the storm): how long until each of them has a new connection, counted from the kill."""
+    leader = await asyncio.to_thread(rig.leader)
     users = [g for g in city.gateways if g.connected and g.current_broker == leader.mqtt_address]
     before = {id(g): g.ledger.connects for g in users}
     killed = time.monotonic()
@@ -357,7 +403,8 @@ async def kill_leader(rig: Rig, city: City) -> dict[str, Any]:
            "back_s_p50": pctl(back, 0.5), "back_s_p90": pctl(back, 0.9), "connected_now": city.connected_count()}
     try:
         await asyncio.to_thread(rig.cluster.start_node, leader, timeout=120)
-        await asyncio.to_thread(rig.cluster.wait_clustered)
+        if hasattr(rig.cluster, "wait_clustered"):
+            await asyncio.to_thread(rig.cluster.wait_clustered)
         out["node_back"] = True
     except (RuntimeError, TimeoutError) as exc:  # its boot hung (the MQTT plugin's mqtt_node: docs/central.md)
         out["node_back"] = False
@@ -408,9 +455,87 @@ async def drain_scaling(rig: Rig, plan: CityPlan, args: argparse.Namespace) -> l
     return out
 
 
+def vm_day(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """A day of the city's room sensors into one VictoriaMetrics (its JSON import: one line per series)."""
+    import numpy as np
+
+    rng = np.random.default_rng(20)
+    steps = int(86_400 // args.day_step_s)
+    end_ms = (int(time.time()) // 3600 - 1) * 3_600_000
+    stamps = (end_ms - 86_400_000 + np.arange(steps, dtype=np.int64) * int(args.day_step_s * 1000)).tolist()
+    districts = 24
+    vm = VictoriaMetrics(workdir / "vm-day")
+    vm.start()
+    try:
+        samples, wall, batch = 0, 0.0, []
+        for g in range(args.day_gateways):
+            school = f"d{g % districts:02d}-s{g:04d}"
+            for sensor in range(args.sensors):
+                labels = {"school": school, "gateway": f"gw-{g:04d}", "device": f"env-{sensor + 1}",
+                          "room": f"room-{sensor + 1}"}
+                day = np.sin(np.linspace(0, 2 * np.pi, steps))  # warmer by day
+                walk = {
+                    "temperature_c": np.round(24 + 3 * day + np.cumsum(rng.normal(0, 0.02, steps)), 1),
+                    "humidity_pct": np.round(60 - 8 * day + np.cumsum(rng.normal(0, 0.05, steps))),
+                    "co2_ppm": np.round(np.clip(600 + 500 * np.maximum(day, 0)
+                                                + np.cumsum(rng.normal(0, 3, steps)), 400, 5000)),
+                }
+                for name, values in walk.items():
+                    batch.append(orjson.dumps({"metric": {"__name__": f"edugate_{name}", **labels},
+                                               "values": values.tolist(), "timestamps": stamps}))
+                    samples += steps
+            if len(batch) >= 600 or g == args.day_gateways - 1:
+                body = b"\n".join(batch)
+                started = time.monotonic()
+                urllib.request.urlopen(urllib.request.Request(f"{vm.url}/api/v1/import", data=body), timeout=600)
+                wall += time.monotonic() - started
+                batch = []
+        started = time.monotonic()
+        urllib.request.urlopen(f"{vm.url}/internal/force_flush", timeout=60).read()
+        data = workdir / "vm-day" / "data"
+        size_flushed = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+        month = time.strftime("%Y_%m", time.gmtime(end_ms / 1000))
+        urllib.request.urlopen(f"{vm.url}/internal/force_merge?partition_prefix={month}", timeout=1800).read()
+        time.sleep(5)
+        size_merged = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+        stored = 0.0
+        deadline = time.monotonic() + 120
+        while stored < samples and time.monotonic() < deadline:  # every sample searchable (the import is buffered)
+            q = urllib.parse.urlencode({"query": 'sum(count_over_time({__name__=~"edugate_.*"}[2d]))',
+                                        "time": end_ms / 1000})
+            with urllib.request.urlopen(f"{vm.url}/api/v1/query?{q}", timeout=300) as resp:
+                result = json.loads(resp.read())["data"]["result"]
+            stored = float(result[0]["value"][1]) if result else 0.0
+            if stored < samples:
+                time.sleep(1)
+        visible_s = time.monotonic() - started
+        district = "d07"
+        queries = {name: f'{fn}(avg_over_time(edugate_{name}{{school=~"{district}-.*"}}[1d]))'
+                   for name, fn in (("temperature_c", "avg by (school)"), ("co2_ppm", "max by (school)"),
+                                    ("humidity_pct", "avg by (school)"))}
+        timings = []
+        for _ in range(3):
+            started = time.monotonic()
+            for query in queries.values():
+                q = urllib.parse.urlencode({"query": query, "time": end_ms / 1000})
+                with urllib.request.urlopen(f"{vm.url}/api/v1/query?{q}", timeout=120) as resp:
+                    schools = len(json.loads(resp.read())["data"]["result"])
+            timings.append(time.monotonic() - started)
+        return {"gateways": args.day_gateways, "series": args.day_gateways * args.sensors * 3,
+                "step_s": args.day_step_s, "samples": samples, "import_s": round(wall, 1),
+                "samples_per_s": round(samples / wall), "samples_stored": int(stored),
+                "import_to_all_visible_s": round(wall + visible_s, 1),
+                "samples_per_s_to_visible": round(samples / (wall + visible_s)), "bytes_on_disk_flushed": size_flushed,
+                "bytes_on_disk_merged": size_merged, "bytes_per_sample": round(size_merged / samples, 3),
+                "district_summary_schools": schools, "district_summary_ms": [round(t * 1000) for t in timings],
+                "queries": list(queries.values())}
+    finally:
+        vm.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", choices=("mosquitto", "rabbitmq"), default="mosquitto")
+    parser.add_argument("--broker", choices=("mosquitto", "rabbitmq", "nats"), default="mosquitto")
     parser.add_argument("--gateways", type=int, default=2500)
     parser.add_argument("--sensors", type=int, default=4, help="room sensors per gateway (3 values each)")
     parser.add_argument("--interval-s", type=float, default=1.0, help="telemetry interval of every sensor")
@@ -422,8 +547,20 @@ def main() -> int:
     parser.add_argument("--drain-workers", type=lambda s: [int(x) for x in s.split(",") if x], default=[])
     parser.add_argument("--fill-s", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--vm-day", action="store_true", help="only the one-node VictoriaMetrics day (above)")
+    parser.add_argument("--day-gateways", type=int, default=2500)
+    parser.add_argument("--day-step-s", type=float, default=60.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edugate-city-"))
+    if args.vm_day:
+        try:
+            print(json.dumps(vm_day(args, workdir)))
+        finally:
+            if not args.keep:
+                import shutil
+
+                shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     try:
         result = asyncio.run(run(args, workdir))
     finally:

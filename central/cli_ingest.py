@@ -26,6 +26,9 @@ def _read_secret(path: Path | None, what: str) -> str | None:
         return path.read_text().strip()
     except OSError as exc:
         raise typer.BadParameter(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(f"the {what} file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                                 f"offset {exc.start})") from None
 
 
 def ingest(
@@ -142,7 +145,7 @@ def _nats_worker(ingest_cfg: Any, nats: Any) -> Any:
 
     return NatsIngestWorker(ingest_cfg, NatsSettings(
         servers=tuple(nats.servers), stream=nats.stream, durable=nats.durable, replicas=nats.replicas,
-        max_bytes=nats.max_bytes_mb * 1024 * 1024, ack_wait_s=nats.ack_wait_s))
+        max_bytes=nats.max_bytes_mb * 1024 * 1024, ack_wait_s=nats.ack_wait_s, source=nats.source))
 
 
 def _amqp_worker(ingest_cfg: Any, amqp: Any) -> Any:

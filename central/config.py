@@ -113,12 +113,19 @@ class NatsSection(StrictModel):
     """The NATS JetStream cluster the workers pull from with ``ingest.transport: nats`` (docs/central.md)."""
 
     servers: list[str] = Field(["nats://127.0.0.1:4222"], min_length=1, description="nats://host:port of each node.")
-    stream: str = Field("EDUGATE", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The stream gateways' messages "
-                        "are kept in (created by the first worker).")
+    source: Literal["auto", "mqtt", "stream"] = Field(
+        "auto", description="Where workers pull from: 'mqtt' = nats-server's own MQTT stream $MQTT_msgs (stored "
+        "before the gateway's PUBACK: nothing acknowledged is lost; nats-server 2.10+); 'stream' = a stream of our "
+        "own capturing the MQTT subjects (nats-server 2.9: it gets an unconfirmed copy and can lose what a dying "
+        "stream leader acknowledged); 'auto' = mqtt on 2.10+, stream before (docs/central.md section 6).")
+    stream: str = Field("EDUGATE", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="With source 'stream' only: the "
+                        "stream gateways' messages are copied to (created by the first worker).")
     durable: str = Field("edugate-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The durable consumer "
                          "every worker pulls from (competing consumers).")
     replicas: int = Field(3, ge=1, le=5, description="Copies of the stream (one per node; 3 for a 3-node cluster).")
-    max_bytes_mb: int = Field(1024, ge=1, description="The stream's disk budget on each node (MiB).")
+    max_bytes_mb: int = Field(1024, ge=1, description="With source 'stream' only: the stream's disk budget on "
+                              "each node (MiB). $MQTT_msgs is sized by nats-server's JetStream limits "
+                              "(max_file_store in its config).")
     ack_wait_s: float = Field(30.0, gt=0, description="A message a worker took and did not acknowledge goes to "
                               "another worker after this.")
 

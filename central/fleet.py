@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from edugate.contract.state import HEALTHY_DEVICE_STATES, GatewayStatus
+from edugate.contract.state import CARD_RULE_FINGERPRINT_CHARS, HEALTHY_DEVICE_STATES, GatewayStatus
 
 
 class InvalidState(ValueError):
@@ -33,6 +33,17 @@ class DeviceReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CardRule:
+    """A state document's ``card_rule``: the card identity rule's version and fingerprint (no key, no card)."""
+
+    version: int
+    fingerprint: str
+
+    def __str__(self) -> str:
+        return f"version {self.version} ({self.fingerprint})"
+
+
+@dataclass(frozen=True, slots=True)
 class StateDoc:
     """One ``.../state`` document (birth, periodic republish, clean shutdown or last will)."""
 
@@ -42,6 +53,7 @@ class StateDoc:
     version: str | None = None
     started_at: int | None = None
     devices: tuple[DeviceReport, ...] = ()
+    card_rule: CardRule | None = None  # None: not reported (a gateway from before issue 22, or the last will)
 
 
 def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
@@ -65,6 +77,8 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
     reason = doc.get("reason")
     version = doc.get("version")
     devices, problems = _devices(doc.get("devices"))
+    card_rule, rule_problems = _card_rule(doc.get("card_rule"))
+    problems += rule_problems
     return StateDoc(
         online=status == GatewayStatus.ONLINE,
         ts=ts,
@@ -72,7 +86,21 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
         version=version if isinstance(version, str) else None,
         started_at=started_at if type(started_at) is int else None,
         devices=devices,
+        card_rule=card_rule,
     ), problems
+
+
+def _card_rule(raw: Any) -> tuple[CardRule | None, list[str]]:
+    if raw is None:
+        return None, []
+    version = raw.get("version") if isinstance(raw, dict) else None
+    fingerprint = raw.get("fingerprint") if isinstance(raw, dict) else None
+    if (type(version) is not int or version < 0 or not isinstance(fingerprint, str)
+            or len(fingerprint) != CARD_RULE_FINGERPRINT_CHARS
+            or any(c not in "0123456789abcdef" for c in fingerprint)):
+        return None, [f"'card_rule' must be {{\"version\": <integer >= 0>, \"fingerprint\": "
+                      f"<{CARD_RULE_FINGERPRINT_CHARS} lower-case hex digits>}}; card_rule ignored"]
+    return CardRule(version, fingerprint), []
 
 
 def _devices(raw: Any) -> tuple[tuple[DeviceReport, ...], list[str]]:
@@ -104,6 +132,7 @@ class _Entry:
     version: str | None = None
     started_at: int | None = None
     devices: tuple[DeviceReport, ...] = field(default_factory=tuple)
+    card_rule: CardRule | None = None  # the last one reported (kept while the gateway is offline)
     updated_at: int = 0  # ms: ts (or receive time) of the document applied last
 
 
@@ -135,6 +164,7 @@ class FleetTable:
                 entry.version = doc.version or entry.version
                 entry.started_at = doc.started_at or entry.started_at
                 entry.devices = doc.devices
+                entry.card_rule = doc.card_rule or entry.card_rule
         return at
 
     def forget(self, school: str, gateway: str) -> None:
@@ -162,6 +192,8 @@ class FleetTable:
                          "last_error": d.last_error}
                         for d in e.devices if d.state not in HEALTHY_DEVICE_STATES
                     ],
+                    "card_rule": None if e.card_rule is None else {"version": e.card_rule.version,
+                                                                  "fingerprint": e.card_rule.fingerprint},
                 }
                 for e in entries
             ]

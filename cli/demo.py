@@ -269,12 +269,16 @@ class DemoSchool:
     def _start_students(self, raw: dict[str, Any]) -> None:
         """Simulated readers at the config's card reader entries, and students tapping at them."""
         readers: dict[str, tuple[ReaderKind, str | Path]] = {}
+        wedges: dict[str, dict[str, Any]] = {}
         for dev in raw["devices"]:
-            if dev.get("driver") in ("em4100", "pn532"):
+            serial_wedge = dev.get("driver") == "wedge" and dev.get("source") == "serial"
+            if dev.get("driver") in ("em4100", "pn532") or serial_wedge:
                 dev["port"] = str(self.workdir / f"tty-{dev['id']}")
                 readers[dev["id"]] = (dev["driver"], dev["port"])
+                if serial_wedge:
+                    wedges[dev["id"]] = dev
         if readers:
-            self.students = StudentFlow(readers, StudentFlow.make_cards(40), every_s=1.0)
+            self.students = StudentFlow(readers, StudentFlow.make_cards(40), every_s=1.0, wedges=wedges)
             self.students.start()
 
     def push_allowlist(self) -> dict[str, Any]:

@@ -68,6 +68,26 @@ def _load_or_exit(path: Path) -> GatewayConfigBase:
         exit_with_problems(path, exc)
 
 
+class UnusableFile(Exception):
+    """A file the config names cannot be used; the message says which option, which file and why."""
+
+
+def password_file_problem(cfg: GatewayConfigBase) -> str | None:
+    """Why ``uplink.password_file`` cannot be used (missing, unreadable, not UTF-8 text), or None. ``run`` checks
+    it before starting: the uplink would otherwise retry it every second, each time with a traceback."""
+    path = cfg.uplink.password_file
+    if path is None:
+        return None
+    try:
+        path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return f"uplink.password_file: cannot read {path}: {exc.strerror}"
+    except UnicodeDecodeError as exc:
+        return (f"uplink.password_file: {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                f"{exc.start})")
+    return None
+
+
 def check(config: ConfigArg) -> None:
     """Validate a config file; print every problem as file:line: path: message."""
     cfg = _load_or_exit(config)
@@ -109,8 +129,10 @@ def run(config: ConfigArg, log_level: LogLevel = "INFO", library_log_level: Libr
 
     async def main() -> Gateway:
         try:
+            if problem := password_file_problem(cfg):
+                raise UnusableFile(problem)
             gw = Gateway(cfg, config_path=config, trial=trial)
-        except (KeyFileError, DownlinkSetupError) as exc:
+        except (KeyFileError, DownlinkSetupError, UnusableFile) as exc:
             if trial is not None and trial.phase == "trial":
                 trial.undo(f"the gateway cannot start: {exc}")  # restores the previous state, restarts
             typer.echo(f"{config}: {exc}", err=True)

@@ -405,7 +405,7 @@ def fixes(a: Read, b: Read, current: CardIdentityRule | None, family: Family | N
         for nfc in ("all", 4, 3):
             if (family == "prox" and nfc != base.nfc_bytes) or (family == "nfc" and prox != base.prox_bits):
                 continue
-            rule = CardIdentityRule(version=version, prox_bits=prox, nfc_bytes=nfc)  # type: ignore[arg-type]
+            rule = CardIdentityRule(version=version, prox_bits=prox, nfc_bytes=nfc)
             for oa in orders:
                 for ob in orders:
                     key = (prox, nfc, oa, ob)

@@ -56,14 +56,7 @@ def load_or_create_key(path: Path) -> bytes:
     """Read the school key, creating it (0600, random 256 bits) if the file does not exist."""
     path = Path(path)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
-        log.warning("created a new pseudonymisation key %s (id %s): back it up; without it pseudonyms "
-                    "cannot be re-identified", path, key_id(key))
-        return key
+        return _create_key(path, secrets.token_bytes(KEY_BYTES))
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeyFileError(f"{path}: the pseudonymisation key must be readable by its owner only "
@@ -78,6 +71,46 @@ def load_or_create_key(path: Path) -> bytes:
     if len(key) < 16:
         raise KeyFileError(f"{path}: key too short ({len(key)} bytes; at least 16)")
     return key
+
+
+def _create_key(path: Path, key: bytes) -> bytes:
+    """Write a new key file (0600) whole or not at all: a crash or power loss leaves no empty or partial key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process made the key meanwhile: never overwrite a key
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (a FAT stick holding --school-keys)
+            if path.exists():
+                raise FileExistsError(f"{path}: made by another process meanwhile") from None
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    log.warning("created a new pseudonymisation key %s (id %s): back it up; without it pseudonyms "
+                "cannot be re-identified", path, key_id(key))
+    return key
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or link in ``folder`` durable (where the file system can: some cannot sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def key_id(key: bytes) -> str:
@@ -148,8 +181,12 @@ def _write_rule_record(secret_file: Path, rule: CardIdentityRule | None, key: by
     if replaced is not None:
         doc["replaced"] = {"version": replaced[0], "rule": replaced[1]}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    with tmp.open("w") as fh:  # durable before it counts: a power cut leaves the old record or the new one
+        fh.write(json.dumps(doc, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def open_school_key(secret_file: Path, rule: CardIdentityRule | None) -> Pseudonymizer:
@@ -160,16 +197,21 @@ def open_school_key(secret_file: Path, rule: CardIdentityRule | None) -> Pseudon
     version: then the new rule is recorded (and logged) and pseudonyms change from here on.
     """
     secret_file = Path(secret_file)
-    existed = secret_file.exists()
+    if not secret_file.exists():
+        # A new key: no pseudonym was made with it yet. Record its rule first, then create the key, so that a
+        # crash in between leaves a record without a key (redone on the next start), never a key without a
+        # record, which would count as a key from before rules (version 0) and refuse this rule.
+        key = secrets.token_bytes(KEY_BYTES)
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_rule_record(secret_file, rule, key, None)
+        return Pseudonymizer(_create_key(secret_file, key), rule)
     key = load_or_create_key(secret_file)
     recorded = read_rule_record(secret_file)
-    if recorded is None and existed:
+    if recorded is None:
         recorded = (AS_READ_VERSION, AS_READ_TEXT)
     wanted = (rule_version(rule), rule_text(rule))
     record = rule_record_path(secret_file)
-    if recorded is None:
-        _write_rule_record(secret_file, rule, key, None)
-    elif recorded == wanted:
+    if recorded == wanted:
         if not record.exists():
             _write_rule_record(secret_file, rule, key, None)
     elif recorded[0] == wanted[0]:

@@ -326,19 +326,7 @@ class CertificateAuthority:
 
     def revoked_serials(self) -> dict[str, str]:
         """Serial (hex) -> when it was revoked (ISO 8601)."""
-        path = self.folder / REVOKED
-        if not path.exists():
-            return {}
-        found: dict[str, str] = {}
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                found[str(raw["serial"])] = str(raw["revoked_at"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ProvisioningError(f"{path}:{number}: not a revocation record ({exc})") from None
-        return found
+        return read_revoked(self.folder / REVOKED)
 
     def crl(self, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
         """The certificate revocation list of every revoked serial, valid ``days`` (write it again before)."""
@@ -386,6 +374,59 @@ def read_records(path: Path) -> Iterator[Record]:
         except (ValueError, TypeError) as exc:
             raise ProvisioningError(f"{path}:{number}: not a provisioning record ({exc})") from None
         yield record
+
+
+def read_revoked(path: Path) -> dict[str, str]:
+    """Serial (hex) -> when it was revoked (ISO 8601), from ``revoked.jsonl`` (none if the file is absent)."""
+    if not path.exists():
+        return {}
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            found[str(raw["serial"])] = str(raw["revoked_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProvisioningError(f"{path}:{number}: not a revocation record ({exc})") from None
+    return found
+
+
+@dataclass(frozen=True)
+class ProvisionedGateways:
+    """The gateway identities (``school/gateway``) a CA folder has issued certificates to, by their state."""
+
+    valid: frozenset[str]  # holds a certificate neither revoked nor expired: may connect
+    expired: frozenset[str]  # every unrevoked certificate has expired (renewal due)
+    revoked: frozenset[str]  # every certificate revoked (retired, stolen)
+
+
+def provisioned_gateways(folder: Path, at: datetime.datetime | None = None) -> ProvisionedGateways:
+    """Read-only listing of the gateways provisioned by the CA in ``folder`` (``records.jsonl`` and
+    ``revoked.jsonl``; the CA's key is not needed), whether or not they ever connected; ``at`` defaults to now."""
+    if not (folder / RECORDS).exists():
+        raise ProvisioningError(f"{folder}: no {RECORDS} here: is it the CA folder `edugate provision ca` made?")
+    when = at or _now()
+    gone = read_revoked(folder / REVOKED)
+    issued: set[str] = set()
+    unrevoked: set[str] = set()
+    valid: set[str] = set()
+    for record in read_records(folder / RECORDS):
+        if record.role != "gateway":
+            continue
+        issued.add(record.identity)
+        if record.serial in gone:
+            continue
+        unrevoked.add(record.identity)
+        try:
+            expires = datetime.datetime.fromisoformat(record.not_after)
+        except ValueError:
+            raise ProvisioningError(f"{folder / RECORDS}: {record.identity}'s not_after {record.not_after!r} is "
+                                    "not an ISO 8601 time") from None
+        if (expires if expires.tzinfo else expires.replace(tzinfo=datetime.UTC)) > when:
+            valid.add(record.identity)
+    return ProvisionedGateways(valid=frozenset(valid), expired=frozenset(unrevoked - valid),
+                               revoked=frozenset(issued - unrevoked))
 
 
 def _general_name(name: str) -> x509.GeneralName:

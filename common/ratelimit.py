@@ -12,6 +12,7 @@ problem of each kind shows at once and nothing is hidden without a count::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -45,3 +46,24 @@ class LogLimiter:
     def held(self, key: Hashable = "") -> int:
         """Lines of ``key`` held back since the last one let through."""
         return self._held.get(key, 0)
+
+
+class LimitedLog:
+    """A logger's warnings through one :class:`LogLimiter`: the first ``burst`` per window are logged, the rest
+    counted, and the next line let through says how many were held back (a sender of garbage cannot flood the
+    journal, and nothing is hidden without a count)."""
+
+    def __init__(self, logger: logging.Logger, *, burst: int = 20, window_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self.limiter = LogLimiter(burst=burst, window_s=window_s, clock=clock)
+
+    def warning(self, msg: str, *args: object, key: Hashable = "") -> bool:
+        """Log ``msg % args`` unless ``key`` is over its budget; True if it was logged."""
+        held = self.limiter.allow(key)
+        if held is None:
+            return False
+        if held:
+            msg, args = msg + " (%d more like it were not logged)", (*args, held)
+        self._log.warning(msg, *args)
+        return True

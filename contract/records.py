@@ -26,6 +26,15 @@ SESSION_PATTERN: Final = r"^s-[0-9a-z][0-9a-z-]{0,37}$"
 """A telemetry record's ``session``: the experiment session a lab teacher runs on its device (issue 15)."""
 MAX_TS_MS: Final = 2**53
 """Beyond this a JSON number is no longer an exact integer in most consumers."""
+EVENT_LABEL_KEYS: Final = ("role", "direction", "decision", "action", "period", "late", "reason", "alert", "rule",
+                           "severity", "session")
+"""The event ``data`` keys central stores as labels of the event's series: few values each, never personal (a
+pseudonym is never a label)."""
+LABEL_CHARS: Final = "A-Za-z0-9_.:-"
+"""The characters of a stored label value; every other character of a value becomes ``_``, one for one."""
+MAX_LABEL_CHARS: Final = 40
+LABEL_VALUE_PATTERN: Final = rf"^[{LABEL_CHARS}]{{1,{MAX_LABEL_CHARS}}}$"
+"""A stored label value (after that encoding); a value that still does not match is not a label (counted)."""
 
 
 class Kind(StrEnum):

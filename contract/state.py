@@ -6,6 +6,8 @@ their device's :class:`DeviceState`. ``docs/asyncapi.yaml`` is tested against th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -61,6 +63,16 @@ class ModelEntry(TypedDict, total=False):
     p99_ms: float | None  # over the last 2,000 calls; None before the first
 
 
+class CardRuleEntry(TypedDict):
+    """The state document's ``card_rule``: which card identity rule the gateway pseudonymises under (issue 22).
+
+    Never a key or a card number: the rule's version and a short fingerprint of its settings, so that central
+    can flag a school whose gateways do not give one card one pseudonym."""
+
+    version: int  # privacy.card_identity.version; 0: no rule (cards pseudonymised as read)
+    fingerprint: str  # CARD_RULE_FINGERPRINT_CHARS hex characters: card_rule_fingerprint(settings)
+
+
 class StateDocument(TypedDict, total=False):
     """The retained ``edu/v1/{school}/{gateway}/state`` payload (a JSON object)."""
 
@@ -75,6 +87,7 @@ class StateDocument(TypedDict, total=False):
     clock_synced: bool
     devices: dict[str, DeviceEntry]
     models: dict[str, ModelEntry]  # the on-device models (issue 14); {} on a gateway without any
+    card_rule: CardRuleEntry  # the card identity rule (issue 22); absent from gateways before it
 
 
 STATE_FIELDS: Final = tuple(StateDocument.__annotations__)
@@ -83,6 +96,21 @@ DEVICE_ENTRY_FIELDS: Final = tuple(DeviceEntry.__annotations__)
 """Every field of one entry of ``devices``."""
 MODEL_ENTRY_FIELDS: Final = tuple(ModelEntry.__annotations__)
 """Every field of one entry of ``models``."""
+CARD_RULE_FIELDS: Final = tuple(CardRuleEntry.__annotations__)
+"""Every field of ``card_rule``."""
+CARD_RULE_FINGERPRINT_CHARS: Final = 8
+
+
+def card_rule_fingerprint(settings: Mapping[str, Any]) -> str:
+    """The first :data:`CARD_RULE_FINGERPRINT_CHARS` hex digits of the SHA-256 of ``settings`` (the rule's
+    settings that decide pseudonyms, without its version) as canonical JSON: sorted keys, no spaces."""
+    text = json.dumps(dict(settings), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:CARD_RULE_FINGERPRINT_CHARS]
+
+
+def card_rule_entry(version: int, settings: Mapping[str, Any]) -> CardRuleEntry:
+    """The state document's ``card_rule`` for a rule of ``version`` with ``settings``."""
+    return {"version": version, "fingerprint": card_rule_fingerprint(settings)}
 
 GATEWAY_DEVICE: Final = "_gateway"
 """The device id of the gateway's own health record (a telemetry record on ``.../telemetry``)."""
@@ -93,6 +121,18 @@ HEALTH_CORE_VALUES: Final = ("uptime_s", "devices_online", "devices_offline", "c
 HEALTH_BOOLEAN_VALUES: Final = ("clock_synced", "uplink_connected")
 """The health record's booleans: JSON ``true``/``false``, the same type as the state document's ``clock_synced``
 (the store keeps them as 1/0). Every other health value is a number."""
+HEALTH_DOWNLINK_VALUES: Final = ("commands_received", "commands_ok", "commands_failed", "commands_rejected")
+"""Only on a gateway with ``downlink.enabled``: the commands it handled, by outcome."""
+HEALTH_VALUES: Final = (
+    "uptime_s", "cpu_percent", "clock_synced", "uplink_connected", "devices_online", "devices_offline", "rss_bytes",
+    "outbox_records", "outbox_events", "outbox_telemetry", "outbox_bytes", "outbox_disk_bytes", "outbox_budget_bytes",
+    "outbox_committed", "outbox_commits", "outbox_acked", "telemetry_thinned", "events_over_budget",
+    "outbox_thin_passes", "outbox_confirmed", "telemetry_thinned_unconfirmed", "uplink_end_to_end_ack",
+    "uplink_confirmations", "uplink_confirm_resends", "uplink_unconfirmed_age_s", "uplink_reconnects",
+    "published_messages", "published_records", "pipeline_accepted", "pipeline_rejected", "pipeline_dropped",
+    "skipped_polls", *HEALTH_DOWNLINK_VALUES)
+"""Every value a health record holds besides the per-model ones (:data:`HEALTH_MODEL_VALUES`); the AsyncAPI
+document's ``gatewayHealthValues`` and docs/mqtt-contract.md list exactly these."""
 
 
 HEALTH_MODEL_VALUES: Final = ("loaded", "calls", "overruns", "p99_ms")
@@ -114,7 +154,8 @@ def model_entries(statuses: Iterable[Mapping[str, Any]]) -> dict[str, ModelEntry
         models = status.get("models")
         for name, m in models.items() if isinstance(models, Mapping) else ():
             if isinstance(m, Mapping):
-                entries[str(name)] = {k: m.get(k) for k in MODEL_ENTRY_FIELDS}  # type: ignore[assignment]
+                # a comprehension over the TypedDict's own keys: mypy types it dict[str, Any], not ModelEntry
+                entries[str(name)] = {k: m.get(k) for k in MODEL_ENTRY_FIELDS}  # type: ignore[assignment]  # see above
     return entries
 
 

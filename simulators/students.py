@@ -1,4 +1,5 @@
-"""Students tapping their cards at simulated readers (EM4100 and PN532 over ptys), for the demo and benchmarks.
+"""Students tapping their cards at simulated readers (EM4100, PN532, serial desk readers over ptys), for the demo
+and benchmarks.
 
 Runs the reader simulators on its own event loop in a thread, so synchronous
 code (the demo) can start it and carry on::
@@ -15,18 +16,23 @@ import contextlib
 import random
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edugate.simulators.em4100 import EM4100Simulator
 from edugate.simulators.pn532 import PN532Simulator
+from edugate.simulators.wedge_serial import WedgeSerialSimulator
 
-ReaderKind = Literal["em4100", "pn532"]
+ReaderKind = Literal["em4100", "pn532", "wedge"]
+Simulator = EM4100Simulator | PN532Simulator | WedgeSerialSimulator
 
 
 class StudentFlow:
     def __init__(self, readers: dict[str, tuple[ReaderKind, str | Path]], cards: list[bytes], *,
-                 every_s: float = 2.0, seed: int | None = None) -> None:
+                 every_s: float = 2.0, seed: int | None = None,
+                 wedges: dict[str, dict[str, Any]] | None = None) -> None:
+        """``wedges``: per ``wedge`` reader, its gateway config entry (format, byte order, width, family)."""
         self.readers = readers
+        self.wedges = wedges or {}
         self.cards = cards
         self.every_s = every_s
         self.rng = random.Random(seed)
@@ -62,9 +68,13 @@ class StudentFlow:
             self._thread.join(10)
 
     async def _run(self, ready: threading.Event) -> None:
-        sims: dict[str, EM4100Simulator | PN532Simulator] = {}
+        sims: dict[str, Simulator] = {}
         for name, (kind, link) in self.readers.items():
-            sim = EM4100Simulator(link) if kind == "em4100" else PN532Simulator(link)
+            sim: Simulator
+            if kind == "wedge":
+                sim = WedgeSerialSimulator.for_device(link, self.wedges.get(name, {}))
+            else:
+                sim = EM4100Simulator(link) if kind == "em4100" else PN532Simulator(link)
             await sim.start()
             sims[name] = sim
         ready.set()
@@ -81,8 +91,12 @@ class StudentFlow:
             for sim in sims.values():
                 await sim.stop()
 
-    async def tap(self, sim: EM4100Simulator | PN532Simulator) -> None:
+    async def tap(self, sim: Simulator) -> None:
         """A student whose card suits this reader (125 kHz EM4100: 5 bytes; NFC: 4 or 7) taps it."""
+        if isinstance(sim, WedgeSerialSimulator):
+            sim.tap(self.rng.choice([c for c in self.cards if sim.reads(c)]))
+            self.taps += 1
+            return
         em = isinstance(sim, EM4100Simulator)
         card = self.rng.choice([c for c in self.cards if (len(c) == 5) == em])
         if isinstance(sim, EM4100Simulator):

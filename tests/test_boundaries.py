@@ -6,6 +6,8 @@ a driver imports only the wire contract, the shared helpers, the drivers and the
 in); the contract imports nothing of EduGate but itself; the shared helpers import neither gateway, central
 nor drivers; no library package imports the command line that composes them (``edugate.cli``). Everywhere
 (tests, bench and scripts too), EduGate is imported as ``edugate.<folder>``, never by the old top-level names.
+The packages import each other without cycles, and importing either end (in a fresh interpreter) loads nothing
+of the other end nor its extra's libraries, as ``edugate[gateway]`` and ``edugate[central]`` installs need.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from tests.helpers import REPO
@@ -67,9 +70,11 @@ def python_files(root: Path) -> Iterator[Path]:
         yield from (Path(folder) / name for name in sorted(files) if name.endswith(".py"))
 
 
-def imports_of(path: Path) -> Iterator[Import]:
-    """Every import statement in the file, at any depth (inside functions, ``if TYPE_CHECKING``, ``try``)."""
-    return imports_in(path.read_text(), path)
+@cache
+def imports_of(path: Path) -> tuple[Import, ...]:
+    """Every import statement in the file, at any depth (inside functions, ``if TYPE_CHECKING``, ``try``);
+    read once per test session (several tests walk the same files)."""
+    return tuple(imports_in(path.read_text(), path))
 
 
 def imports_in(source: str, path: Path) -> Iterator[Import]:
@@ -191,6 +196,19 @@ def test_a_gateway_loads_no_central_code_or_library() -> None:
     assert not central, f"importing the gateway loaded central code or central-only libraries: {central}"
 
 
+GATEWAY_ONLY_LIBRARIES = ("serial", "pymodbus", "pynmea2", "cobs", "evdev", "gpiod", "bleak")  # not in [central]
+
+
+def test_central_loads_no_gateway_code_or_device_library() -> None:
+    """A central server installed with ``edugate[central]`` lacks the gateway's device libraries: importing every
+    module of central must load neither the gateway, the drivers, nor such a library."""
+    loaded = modules_loaded_by("edugate.central", "edugate.contract", "edugate.common")
+    assert "edugate.central.ingest.worker" in loaded  # the walk did import the ingest worker
+    edge = sorted(m for m in loaded if m.startswith(("edugate.gateway", "edugate.drivers"))
+                  or m.split(".")[0] in GATEWAY_ONLY_LIBRARIES)
+    assert not edge, f"importing central loaded gateway code or gateway-only libraries: {edge}"
+
+
 def test_the_command_line_starts_without_central_libraries() -> None:
     """``edugate run`` on a gateway: the command line composes central's commands, but imports their libraries
     only when such a command runs."""
@@ -204,3 +222,41 @@ def test_the_command_line_starts_without_central_libraries() -> None:
     assert [old_name(i) for i in old] == [
         "tests/probe.py:1: drivers.base (import it as edugate.drivers.base)",
         "tests/probe.py:2: simulators.modbus (import it as edugate.simulators.modbus)", None]
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Which EduGate packages each package imports (any file, any depth): ``{"gateway": {"drivers", ...}}``."""
+    graph: dict[str, set[str]] = {folder: set() for folder in FOLDERS}
+    for importer in FOLDERS:
+        for path in python_files(REPO / importer):
+            graph[importer] |= {t for imp in imports_of(path) if (t := edugate_package(imp.target)) in graph}
+        graph[importer].discard(importer)
+    return graph
+
+
+def package_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle between packages once, as ``[a, b, a]`` starting from its smallest name."""
+    found: list[list[str]] = []
+
+    def walk(path: list[str]) -> None:
+        for nxt in sorted(graph.get(path[-1], ())):
+            if nxt == path[0]:
+                found.append([*path, nxt])
+            elif nxt not in path and nxt > path[0]:
+                walk([*path, nxt])
+
+    for start in sorted(graph):
+        walk([start])
+    return found
+
+
+def test_no_cycles_between_the_packages() -> None:
+    """The layers stay layers: before issue 11, drivers -> gateway.records, gateway -> drivers, and
+    gateway.demo -> simulators -> gateway.privacy made one knot of gateway, drivers and simulators
+    (``bench/import_cycles.py``). Module-level cycles: tests/gateway/test_no_cycles.py."""
+    assert package_cycles({"gateway": {"drivers"}, "drivers": {"gateway", "contract"}, "contract": set()}) == [
+        ["drivers", "gateway", "drivers"]]
+    graph = package_graph()
+    assert "drivers" in graph["gateway"] and "contract" in graph["central"]  # the walk did see imports
+    found = package_cycles(graph)
+    assert not found, "cycles between packages:\n" + "\n".join(" -> ".join(c) for c in found)

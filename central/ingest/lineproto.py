@@ -35,7 +35,11 @@ import orjson
 
 from edugate.contract.records import (
     DEVICE_PATTERN,
+    EVENT_LABEL_KEYS,
     EVENT_TYPE_PATTERN,
+    LABEL_CHARS,
+    LABEL_VALUE_PATTERN,
+    MAX_LABEL_CHARS,
     MAX_ROOM_CHARS,
     MAX_TS_MS,
     VALUE_NAME_PATTERN,
@@ -279,13 +283,11 @@ class LineEncoder:
         return escape_tag(name) + "="
 
 
-EVENT_TAG_KEYS = ("role", "direction", "decision", "action", "period", "late", "reason", "alert", "rule", "severity",
-                  "session")
-"""Event data keys stored as labels: few values each, never personal (a pseudonym is never a label)."""
-EVENT_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
+EVENT_TAG_KEYS = EVENT_LABEL_KEYS
+"""Event data keys stored as labels (the contract's): few values each, never personal (a pseudonym is never one)."""
+EVENT_TAG_VALUE_RE = re.compile(LABEL_VALUE_PATTERN)
 """What a label value is made of: after :func:`encode_label`, 1 to 40 of these characters."""
-MAX_LABEL_CHARS = 40
-_OUTSIDE_LABEL_RE = re.compile(r"[^A-Za-z0-9_.:-]")
+_OUTSIDE_LABEL_RE = re.compile(f"[^{LABEL_CHARS}]")
 EVENT_FIELD_SKIP = frozenset({"seq", "ts", "boarded_at"})
 
 

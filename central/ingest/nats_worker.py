@@ -2,8 +2,8 @@
 
 Gateways keep speaking MQTT to the cluster's MQTT listeners (``broker.brokers`` lists every node). nats-server
 maps the MQTT topic ``edu/v1/{school}/{gateway}/{kind}`` to the NATS subject ``edu.v1.{school}.{gateway}.{kind}``;
-the stream ``EDUGATE`` (file store, R3 by default, work-queue retention) captures telemetry, events and state,
-and every worker pulls from one durable consumer (``edugate-ingest``), so each message goes to one worker,
+a replicated stream holds telemetry, events and state (which one: ``source`` below), and every worker pulls
+from one durable consumer (``edugate-ingest``) on it, so each message goes to one worker,
 adding a worker adds throughput, and a message a worker took but did not acknowledge (it died) is delivered to
 another worker after ``ack_wait_s``.
 
@@ -12,6 +12,23 @@ Only the transport differs from the MQTT worker: :class:`NatsIngestWorker` is an
 loop in its own thread running nats-py). Conversion to line protocol, the store write, the event log and the
 acknowledge-after-write rule are the MQTT worker's own code: a message is acked (``+ACK`` to JetStream) only
 after the store accepted its lines; what is not acked comes again.
+
+Where the workers pull from (``NatsSettings.source``; ``"auto"``, the default, is ``"mqtt"``):
+
+- ``"mqtt"`` (nats-server 2.9 and later): the MQTT layer's own stream ``$MQTT_msgs``. nats-server sends the
+  PUBACK for a QoS 1 PUBLISH only after that stream stored the message (``mqttInitiateMsgDelivery`` ->
+  ``jsa.storeMsg``, a JetStream publish that waits for the replicated write), so a worker consuming it reads
+  exactly what the gateways were acknowledged. The stream is the server's (interest retention, R =
+  ``mqtt.stream_replicas``; the worker creates it as nats-server would only if no MQTT client has connected
+  yet); the worker adds its durable consumer with ONE wildcard filter, ``$MQTT.msgs.edu.v1.>`` (nats-server 2.9
+  allows one filter per consumer). That also takes what is not for ingest (``cmd``, ``cmd-result``,
+  ``stored``): the worker acknowledges it at once, never stores it, and counts it (``messages_skipped``); the
+  gateways' own MQTT consumers are separate consumers of the same interest-retention stream, so such a message
+  stays until THEY acknowledged it too. Start a worker (or ``--declare-only``) before the gateways publish: a
+  message stored while no consumer is interested in it is dropped at once.
+- ``"stream"``: a stream of our own (``EDUGATE``) capturing the subjects. nats-server copies a PUBLISH into it
+  like into any subscription, unconfirmed, and does not wait for it before the PUBACK: while that stream elects
+  a new leader, acknowledged messages are lost (docs/central.md section 6).
 """
 
 from __future__ import annotations
@@ -21,8 +38,9 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
@@ -33,13 +51,25 @@ from nats.js.api import StreamConfig as JsStreamConfig
 from nats.js.errors import NotFoundError
 
 from edugate.central.ingest.pulled import PulledIngestWorker
-from edugate.central.ingest.worker import IngestConfig
+from edugate.central.ingest.worker import IngestConfig, IngestStats
 from edugate.contract.topics import TOPIC_ROOT
 
 log = logging.getLogger(__name__)
 
 SUBJECT_ROOT = TOPIC_ROOT.replace("/", ".")  # edu/v1 -> edu.v1
 KINDS = ("telemetry", "event", "state")
+MQTT_STREAM = "$MQTT_msgs"  # nats-server's stream of every MQTT QoS 1/2 message (server/mqtt.go: mqttStreamName)
+MQTT_SUBJECT_PREFIX = "$MQTT.msgs."  # ... stored under this prefix + the NATS subject
+SOURCES = ("auto", "mqtt", "stream")
+MQTT_FILTER = f"{MQTT_SUBJECT_PREFIX}{SUBJECT_ROOT}.>"  # one wildcard filter: nats-server 2.9 allows one
+
+
+def is_ingested(subject: str) -> bool:
+    """Is this (NATS or ``$MQTT.msgs.``) subject one ingest reads? ``edu.v1.{school}.{gateway}.{kind}...`` with
+    kind telemetry, event or state; other kinds (cmd, cmd-result, stored) are skipped. A malformed subject counts
+    as ingested, so that the worker reports it as an invalid message."""
+    parts = subject.removeprefix(MQTT_SUBJECT_PREFIX).split(".")
+    return len(parts) < 5 or parts[4] in KINDS
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,16 @@ class NatsSettings:
     fetch_batch: int = 500
     connect_timeout_s: float = 2.0
     subjects: tuple[str, ...] = field(default=tuple(f"{SUBJECT_ROOT}.*.*.{kind}" for kind in KINDS))
+    source: str = "auto"  # "mqtt": the MQTT layer's $MQTT_msgs; "stream": our own; "auto": mqtt
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"nats source {self.source!r}: use one of {', '.join(SOURCES)}")
+
+    @property
+    def pull_stream(self) -> str:
+        """The stream the durable consumer is on."""
+        return MQTT_STREAM if self.source == "mqtt" else self.stream
 
     def stream_config(self) -> JsStreamConfig:
         return JsStreamConfig(name=self.stream, subjects=list(self.subjects), retention=RetentionPolicy.WORK_QUEUE,
@@ -66,16 +106,39 @@ class NatsSettings:
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
                               deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait_s,
-                              max_ack_pending=self.max_ack_pending, max_waiting=512)
+                              max_ack_pending=self.max_ack_pending, max_waiting=512,
+                              filter_subject=MQTT_FILTER if self.source == "mqtt" else None)
+
+
+def resolve_source(settings: NatsSettings) -> NatsSettings:
+    """``source: auto`` becomes ``mqtt`` (every nats-server with an MQTT listener, 2.9 included); ``stream`` is
+    kept, with a warning."""
+    if settings.source == "stream":
+        log.warning("pulling from a stream of our own (%s): it can lose acknowledged messages while it elects a "
+                    "new leader; use source 'mqtt' (docs/central.md section 6)", settings.stream)
+    return replace(settings, source="mqtt") if settings.source == "auto" else settings
 
 
 def subject_to_topic(subject: str) -> str:
-    """``edu.v1.s1.gw1.telemetry`` -> ``edu/v1/s1/gw1/telemetry`` (ids never hold '.' or '/': contract/ids.py)."""
-    return subject.replace(".", "/")
+    """``edu.v1.s1.gw1.telemetry`` (or ``$MQTT.msgs.edu.v1.s1.gw1.telemetry``) -> ``edu/v1/s1/gw1/telemetry``
+    (ids never hold '.' or '/': contract/ids.py)."""
+    return subject.removeprefix(MQTT_SUBJECT_PREFIX).replace(".", "/")
 
 
 async def ensure_stream(js: Any, settings: NatsSettings) -> None:
-    """Create the stream and the durable consumer, or bring an existing stream to the configured settings."""
+    """Create the stream and the durable consumer, or bring an existing stream to the configured settings.
+    With ``source: mqtt`` the stream is nats-server's own: created here, as nats-server itself would (its MQTT
+    layer uses a stream it finds), only if no MQTT client has connected yet; then the consumer is added."""
+    if settings.source == "mqtt":
+        try:
+            await js.stream_info(MQTT_STREAM)
+        except NotFoundError:
+            await js.add_stream(JsStreamConfig(name=MQTT_STREAM, subjects=[MQTT_SUBJECT_PREFIX + ">"],
+                                               storage=StorageType.FILE, retention=RetentionPolicy.INTEREST,
+                                               num_replicas=settings.replicas))
+            log.info("created stream %s (R%d) before nats-server's MQTT layer did", MQTT_STREAM, settings.replicas)
+        await js.add_consumer(MQTT_STREAM, settings.consumer_config())
+        return
     try:
         await js.stream_info(settings.stream)
     except NotFoundError:
@@ -172,6 +235,7 @@ class _JetStreamTransport:
         if self.nc is None:
             return
         await self._connected()
+        s = self.settings = resolve_source(s)
         js = self.nc.jetstream(timeout=5)
         psub = None
         delay = 0.2
@@ -179,15 +243,15 @@ class _JetStreamTransport:
             try:
                 if psub is None:
                     await ensure_stream(js, s)
-                    psub = await js.pull_subscribe_bind(s.durable, s.stream)
+                    psub = await js.pull_subscribe_bind(s.durable, s.pull_stream)
                     stats.subscribed = True
                     self.worker.subscribed.set()
-                    log.info("pulling from stream %s, durable consumer %s", s.stream, s.durable)
+                    log.info("pulling from stream %s, durable consumer %s", s.pull_stream, s.durable)
                 msgs = await psub.fetch(s.fetch_batch, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as exc:  # any failure: retry
-                log.warning("stream %s: %s: %s; retrying", s.stream, type(exc).__name__, exc)
+                log.warning("stream %s: %s: %s; retrying", s.pull_stream, type(exc).__name__, exc)
                 stats.subscribed = False
                 self.worker.subscribed.clear()
                 if psub is not None:
@@ -200,6 +264,10 @@ class _JetStreamTransport:
             delay = 0.2
             items = []
             for msg in msgs:
+                if not is_ingested(msg.subject):  # a command, a result, a confirmation: not ours to store
+                    stats.messages_skipped += 1
+                    await self._ack(msg)
+                    continue
                 mid = next(self._ids)
                 with self._lock:
                     self._unacked[mid] = msg
@@ -212,12 +280,52 @@ class _JetStreamTransport:
             await self.nc.close()
 
 
+async def _quiet(_exc: Exception) -> None:
+    """nats-py's error callback: the caller reports the failure once."""
+
+
+async def declare(settings: NatsSettings, timeout_s: float = 30.0) -> None:
+    """Create the durable consumer (and, for ``source: stream``, the stream), retrying while the cluster (or the
+    MQTT layer's stream) is not there yet."""
+    try:
+        nc = await asyncio.wait_for(nats.connect(
+            list(settings.servers), connect_timeout=settings.connect_timeout_s, allow_reconnect=False,
+            max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=_quiet),
+            timeout=(settings.connect_timeout_s + 1) * len(settings.servers) * 2 + 1)
+    except Exception as exc:  # unreachable, refused, not NATS: say which servers
+        raise RuntimeError(f"cannot reach NATS at {', '.join(settings.servers)}: {type(exc).__name__}: {exc}") \
+            from None
+    try:
+        settings = resolve_source(settings)
+        js = nc.jetstream(timeout=5)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                await ensure_stream(js, settings)
+                return
+            except Exception as exc:  # no leader yet, or $MQTT_msgs not created yet
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"durable consumer {settings.durable} on {settings.pull_stream}: {exc}") \
+                        from None
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+
+
+@dataclass
+class NatsIngestStats(IngestStats):
+    """The worker's counters, plus the messages of ``$MQTT_msgs`` that are not for ingest."""
+
+    messages_skipped: int = 0  # cmd, cmd-result, stored...: acknowledged at once, never stored
+
+
 class NatsIngestWorker(PulledIngestWorker):
     """An ingest worker that pulls from the JetStream stream instead of subscribing over MQTT."""
 
     def __init__(self, cfg: IngestConfig, nats_settings: NatsSettings) -> None:
         self.nats = nats_settings
         super().__init__(cfg)
+        self.stats: NatsIngestStats = NatsIngestStats()
 
     def _make_client(self) -> Any:
         return _JetStreamTransport(self)
@@ -239,13 +347,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--ack-wait-s", type=float, default=30.0)
     parser.add_argument("--max-bytes", type=int, default=NatsSettings.max_bytes)
+    parser.add_argument("--source", choices=SOURCES, default=NatsSettings.source,
+                        help="'mqtt': the MQTT layer's $MQTT_msgs (nothing acknowledged lost); "
+                        "'stream': a stream of our own (EDUGATE; can lose acknowledged messages); "
+                        "'auto' (default): mqtt")
+    parser.add_argument("--declare-only", action="store_true",
+                        help="create the durable consumer (and stream) and exit: before the gateways publish")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = NatsIngestWorker(
         IngestConfig(client_id=args.client_id, store_url=args.store, stats_file=args.stats_file,
                      events_db=args.events_db, stats_interval_s=0.2),
         NatsSettings(servers=tuple(args.nats), replicas=args.replicas, ack_wait_s=args.ack_wait_s,
-                     max_bytes=args.max_bytes))
+                     max_bytes=args.max_bytes, source=args.source))
+    if args.declare_only:
+        try:
+            asyncio.run(declare(worker.nats))
+        except RuntimeError as exc:
+            print(f"nats_worker --declare-only: {exc}", file=sys.stderr)
+            return 1
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

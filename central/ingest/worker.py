@@ -63,6 +63,7 @@ from edugate.central.eventstore import EventStore
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
 from edugate.central.ingest.lineproto import LineEncoder, state_line
 from edugate.common.mqtt import BrokerAddress, BrokerConfig, MqttTls, ReconnectPolicy, paho_client
+from edugate.common.ratelimit import LimitedLog
 from edugate.contract.stored import Confirmation
 from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, Topic, parse_topic, stored_topic
 
@@ -275,27 +276,6 @@ class _Inbox:
             return len(self._items), self._bytes
 
 
-class _RateLimitedLog:
-    """At most ``limit`` warnings per ``window_s``; says how many it held back."""
-
-    def __init__(self, limit: int = 20, window_s: float = 10.0) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._start, self._count, self._held = 0.0, 0, 0
-
-    def warning(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._start >= self.window_s:
-            if self._held:
-                log.warning("%d more invalid-input warnings were not logged in the last %.0f s",
-                            self._held, self.window_s)
-            self._start, self._count, self._held = now, 0, 0
-        if self._count < self.limit:
-            self._count += 1
-            log.warning(msg, *args)
-        else:
-            self._held += 1
-
-
 class IngestWorker:
     """One ingest worker. ``run()`` blocks until ``stop()``; both are thread-safe."""
 
@@ -313,7 +293,7 @@ class IngestWorker:
         self._pending: dict[int, int] = {}  # packet id -> copies received and not yet written
         self._session = 0  # bumped whenever the broker starts a new session for us
         self._broker_down_logged = False
-        self._invalid_log = _RateLimitedLog()
+        self._invalid_log = LimitedLog(log)
         self._influx = InfluxDBClient(url=cfg.store_url, token=cfg.store_token, org=cfg.org,
                                       timeout=int(cfg.store_timeout_s * 1000))
         self._write_api = self._influx.write_api(write_options=SYNCHRONOUS)

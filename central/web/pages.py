@@ -37,6 +37,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from edugate.central.card_rules import rule_mismatches
 from edugate.central.fleet import FleetTable, InvalidState, parse_state
 from edugate.central.sessions import SessionNotFound, StoreUnavailable, session_csv, session_from_store
 from edugate.central.web.assets import AssetPages, add_asset_routes
@@ -242,6 +243,14 @@ class Central:
                 alerts.append({"level": "warn", "school": row["school"], "gateway": row["gateway"],
                                "text": f"{where}: outbox at {100 * row['fill']:.0f} % of its disk budget"})
         shown = {(g["school"], g["gateway"]) for g in gateways}
+        shown_schools = {g["school"] for g in gateways}
+        for mismatch in rule_mismatches(r for r in rows if r["school"] in shown_schools):
+            first = mismatch.gateways[0]
+            alerts.append({"level": "warn", "school": mismatch.school, "gateway": first, "kind": "card_rule",
+                           "text": mismatch.message})
+            for g in gateways:
+                g["card_rule_differs"] = g.get("card_rule_differs") or (
+                    g["school"] == mismatch.school and g["gateway"] in mismatch.gateways)
         for ev in alert_events:
             if (ev["school"], ev["gateway"]) in shown:
                 alerts.append({"level": "bad", "school": ev["school"], "gateway": ev["gateway"],

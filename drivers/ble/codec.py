@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from edugate.common.ratelimit import LogLimiter
 from edugate.contract.records import Value
 
 if TYPE_CHECKING:
@@ -111,11 +112,32 @@ def decode_atc(raw: bytes, address: str, expected: str = "auto") -> tuple[str, d
 # ---------------------------------------------------------------- BTHome v2 through bthome-ble
 
 
+class _OncePerMinute(logging.Filter):
+    """Lets one line per message and probe through per minute; the next one says how many were held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter = LogLimiter(burst=1, window_s=60.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        held = self.limiter.allow((str(record.msg), str(first)))
+        if held is None:
+            return False
+        if held:
+            record.msg = f"{record.msg} ({held} more since the last report)"
+        return True
+
+
 def _quiet_bthome_ble() -> None:
     """bthome-ble logs a WARNING for every advertisement that fails to decrypt (several a second for one probe
-    with a wrong key, naming it by a short address only); the driver counts those and logs them itself, once
-    a minute per kind, naming the device. Keep the package's ERRORs."""
+    with a wrong key, naming it by a short address only), and an ERROR for every garbled one (an invalid
+    version, an unknown object); the driver counts those and logs them itself, once a minute per kind, naming
+    the device. Keep the package's ERRORs, at most one a minute per message and probe."""
     logging.getLogger("bthome_ble").setLevel(logging.ERROR)
+    logger = logging.getLogger("bthome_ble.parser")  # a logger's filters see only the records it makes itself
+    if not any(isinstance(f, _OncePerMinute) for f in logger.filters):
+        logger.addFilter(_OncePerMinute())
 
 
 def _bthome_parser(bind_key: bytes | None) -> Any:

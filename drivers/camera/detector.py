@@ -130,7 +130,7 @@ class HogDetector:
 
     def __init__(self, hit_threshold: float = 0.0, upscale: float = 1.0) -> None:
         self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
+        self.hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), dtype=np.float32))
         self.hit_threshold = hit_threshold
         self.upscale = upscale
 

@@ -13,16 +13,15 @@ Bad input is counted per kind (``bad_checksum``, ``truncated``, ``garbage``,
 ``parse_error``) and logged with the sentence type and the error, at most once
 a minute per kind after the first. Silence (no valid sentence for
 ``silence_s``: a dead receiver, a loose wire, a wrong baud rate) marks the
-device offline; a vanished port (USB unplugged) is reopened with back-off.
+device offline; a vanished port (USB unplugged) is reopened with back-off
+(:class:`~edugate.drivers.serial_link.ReopeningPort`, shared with every serial driver).
 Parsing (:class:`NmeaParser`, :class:`GpsState`) is pure and tested on strings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -30,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import pynmea2
-import serial
 from pydantic import Field
 
 from edugate.common.ratelimit import LogLimiter
 from edugate.contract.records import Emit, Reading, Rejected
-from edugate.drivers.base import Backoff, DeviceConfig, Driver, Outage
+from edugate.drivers.base import DeviceConfig, Driver, Outage
+from edugate.drivers.serial_link import IDLE_CHECK_S, ReopeningPort, decoded
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,8 @@ class GpsNmeaConfig(DeviceConfig):
 
     # old names, still read (issue 19)
     renamed: ClassVar[Mapping[str, str]] = {"serial_port": "port", "backoff_max_s": "reopen_max_s"}
+
+    streams_on: ClassVar[str] = "port"  # sends without being asked: the doctor listens on this port
 
     driver: Literal["gps-nmea"]
     port: str = Field("/dev/serial0", pattern=r"^/", description="The receiver's port: /dev/serial0 for "
@@ -102,6 +103,15 @@ class NmeaParser:
             self._buffer.clear()
             out.append(BadSentence("garbage", "?", f"{MAX_LINE} bytes without a line end (wrong baud rate?)"))
         return out
+
+    @property
+    def pending(self) -> bool:
+        """Never: a sentence cut off by silence is not flushed (the driver's silence check reports it)."""
+        return False
+
+    def flush(self, quiet_s: float) -> list[pynmea2.NMEASentence | BadSentence]:
+        """Nothing to report after a quiet spell (see :attr:`pending`)."""
+        return []
 
     def _line(self, raw: bytes) -> list[pynmea2.NMEASentence | BadSentence]:
         try:
@@ -242,10 +252,12 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
         super().__init__(config)
         self.state = GpsState()
         self._last_fix: Fix | None = None
-        self._port: serial.Serial | None = None
         self.outage = Outage(self.health, log, config.id, health_text="{message}",
                              down_text="{where}: GPS offline: {message}; retrying",
                              up_text="{where}: GPS on {port} is back after {down:.1f} s", counter="disconnects")
+        self.port = ReopeningPort(config.port, config.baudrate, reopen_max_s=config.reopen_max_s,
+                                  down=self._port_down, lost=f"lost {config.port}")
+        self._silent_now = False
         self._limiter = LogLimiter(burst=1, window_s=60.0)  # per kind: the first at once, then one a minute
         self._last_emit: float | None = None
         self._last_valid = 0.0  # loop time of the latest valid sentence
@@ -259,50 +271,31 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
 
     async def run(self, emit: Emit) -> None:
         cfg = self.config
-        backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
+        idle_s = min(IDLE_CHECK_S, cfg.silence_s / 5)  # wake this often without bytes to notice silence
         while True:
-            try:
-                self._port = serial.Serial(cfg.port, cfg.baudrate, timeout=0, exclusive=True)
-                self._port.reset_input_buffer()  # no stale positions from before
-            except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
-                self._lost(f"cannot open {cfg.port}: {_reason(exc)}")
-                await backoff.sleep()
-                continue
-            self._opened()
-            backoff.reset()
-            try:
-                await self._read(self._port, emit)
-            except OSError as exc:
-                self._lost(f"lost {cfg.port}: {_reason(exc)}")
-            finally:
-                self._close_port()
-            await backoff.sleep()
-
-    async def _read(self, port: serial.Serial, emit: Emit) -> None:
-        loop = asyncio.get_running_loop()
-        parser = NmeaParser()
-        self._last_valid, self._bad_since_valid = loop.time(), 0
-        self._opened_at = loop.time()
-        silent = False
-        while True:
-            timeout = None if silent else max(0.0, self._last_valid + self.config.silence_s - loop.time())
-            try:
-                async with asyncio.timeout(timeout):
-                    data = await _readable(port)
-            except TimeoutError:
-                data = b""
-            for item in parser.feed(data):
-                if isinstance(item, BadSentence):
-                    self._bad(item)
-                else:
-                    await self._sentence(item, emit)
-            quiet = loop.time() - self._last_valid
-            if quiet >= self.config.silence_s and not silent:
-                silent = True
-                self._silent(quiet)
-            elif quiet < self.config.silence_s and silent:
-                silent = False
+            async with self.port.session() as link:
+                link.discard_input()  # no stale positions from before
+                self.port.working()
+                now = asyncio.get_running_loop().time()
+                self._last_valid, self._bad_since_valid, self._opened_at = now, 0, now
+                self._silent_now = False
                 self._opened()
+                async for item in decoded(link, NmeaParser(), idle_s, idle_s=idle_s, on_quiet=self._check_silence):
+                    if isinstance(item, BadSentence):
+                        self._bad(item)
+                    else:
+                        await self._sentence(item, emit)
+                    self._check_silence()
+
+    def _check_silence(self) -> None:
+        """Offline once no valid sentence came for ``silence_s``; online again when one does."""
+        quiet = asyncio.get_running_loop().time() - self._last_valid
+        if quiet >= self.config.silence_s and not self._silent_now:
+            self._silent_now = True
+            self._silent(quiet)
+        elif quiet < self.config.silence_s and self._silent_now:
+            self._silent_now = False
+            self._opened()
 
     async def _sentence(self, msg: pynmea2.NMEASentence, emit: Emit) -> None:
         now = asyncio.get_running_loop().time()
@@ -350,46 +343,13 @@ class GpsNmeaDriver(Driver[GpsNmeaConfig]):
                 if self._bad_since_valid else ": check the receiver's power and TX wire")
         self.outage.down(f"no valid NMEA sentence on {cfg.port} for {quiet:.1f} s{hint}")
 
-    def _lost(self, what: str) -> None:
-        self.outage.down(what)
+    def _port_down(self, message: str) -> None:
+        """The port did not open or was lost: offline, the message naming the port."""
+        port = self.config.port
+        self.outage.down(message if port in message else f"{port}: {message}")
 
     def _opened(self) -> None:
         self.outage.up(port=self.config.port)
 
-    def _close_port(self) -> None:
-        port, self._port = self._port, None
-        if port is not None:
-            with contextlib.suppress(OSError):
-                port.close()
-
     async def close(self) -> None:
-        self._close_port()
-
-
-async def _readable(port: serial.Serial) -> bytes:
-    """Wait until the port has bytes (or has hung up) and read what is there. OSError when it is gone."""
-    loop = asyncio.get_running_loop()
-    fd = port.fileno()
-    ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, _settle, ready)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-    return port.read(4096)
-
-
-def _settle(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
-
-
-def _reason(exc: BaseException) -> str:
-    """An OSError/SerialException as a short cause (the message around it already names the port)."""
-    if isinstance(exc, OSError) and isinstance(exc.errno, int):
-        hint = " (no permission: add the gateway's user to the 'dialout' group)" if exc.errno == 13 else ""
-        return os.strerror(exc.errno) + hint
-    text = str(exc)
-    if "returned no data" in text:  # pyserial's words for a hung-up port
-        return "the port hung up (receiver unplugged?)"
-    return text
+        self.port.close()

@@ -18,12 +18,13 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from edugate.common.ratelimit import LogLimiter
 from edugate.contract.records import Emit, Event, Reading, Rejected
-from edugate.drivers.base import CommandError, Driver, Outage
+from edugate.drivers.base import CommandError, DeviceHealth, Driver, Outage
 from edugate.drivers.kit.config import KitConfig
 from edugate.drivers.serial_link import PortLost, ReopeningPort, SerialLink
 from edugate.firmware_bridge.host.session import KitRefused, KitSession, NoAnswer
@@ -36,11 +37,30 @@ HELLO_RETRY_S = 10.0
 """After a refused or unanswered handshake, ask again this often (the kit may be reflashed meanwhile)."""
 
 
+@dataclass
+class KitHealth(DeviceHealth):
+    """The device health, with what the kit said of itself in its latest HELLO (on the status page's row)."""
+
+    about: str = ""
+    """E.g. ``microbit-v2 mb-5f3a9c01, firmware 1.1.0 (slot B)``; empty until the kit has introduced itself."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return super().as_dict() | {"about": self.about}
+
+
+def describe(hello: Hello) -> str:
+    """One line for people: board, node id, firmware version and slot."""
+    slot = "AB"[hello.slot] if hello.slot in (0, 1) else str(hello.slot)
+    return f"{hello.board} {hello.node_id}, firmware {hello.firmware} (slot {slot})"
+
+
 class KitDriver(Driver[KitConfig]):
     config_model = KitConfig
 
     def __init__(self, config: KitConfig) -> None:
         super().__init__(config)
+        self.kit_health = KitHealth()
+        self.health = self.kit_health
         self.where = f"{config.id} (kit on {config.port})"
         self.outage = Outage(self.health, log, self.where, down_text="{where}: {message}; retrying",
                              up_text="{where}: back online after {down:.1f} s", counter="disconnects")
@@ -143,6 +163,7 @@ class KitDriver(Driver[KitConfig]):
             log.info("%s: the kit restarted (firmware %s)", self.where, hello.firmware)
         elif before == hello:
             return
+        self.kit_health.about = describe(hello)
         if self.outage.up() is None and before is None:
             log.info("%s: %s %s, firmware %s, sensors %s", self.where, hello.board, hello.node_id, hello.firmware,
                      ", ".join(c.name for c in hello.sensors) or "none")

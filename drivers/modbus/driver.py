@@ -31,7 +31,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -158,6 +158,31 @@ def describe_os_error(exc: OSError) -> str:
     return text or type(exc).__name__
 
 
+# ---------------------------------------------------------------- cancellation around pymodbus
+
+_T = TypeVar("_T")
+
+
+async def _keep_cancellation(call: Awaitable[_T]) -> _T:
+    """Await a pymodbus call (a request, a connect) without losing a cancellation of the calling task.
+
+    pymodbus awaits every answer, and every connect, with ``asyncio.wait_for`` (``TransactionManager.execute``,
+    ``ModbusProtocol.connect``). On Python 3.11, when the cancellation reaches ``wait_for`` in the same turn of
+    the event loop as the answer resolves the awaited future, ``wait_for`` returns the answer and drops the
+    cancellation (``asyncio/tasks.py``: ``except CancelledError: if fut.done(): return fut.result()``; CPython
+    gh-86296, mended in 3.12, where ``wait_for`` is built on ``asyncio.timeout``). The task then polls on with
+    ``cancelling()`` set and nothing left to raise it, and whoever stops it (the gateway's shutdown,
+    ``driver.restart``) waits for good. The cancellation is still counted (``Task.cancelling``): a call that
+    returns with more of it than it started with raises it again. (Our own ``asyncio.timeout`` around a request
+    cancels the same way; it takes its cancellation back on exit and turns it into ``TimeoutError``.)"""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await call
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
+
+
 # ---------------------------------------------------------------- one client (connection or open serial port)
 
 
@@ -226,7 +251,7 @@ class _Link:
         self._connect_error = None
         try:
             async with asyncio.timeout(timeout_s):
-                ok = await self.client.connect()
+                ok = await _keep_cancellation(self.client.connect())
         except TimeoutError:
             self.client.close()
             raise LinkError("cannot connect", f"no answer after {_secs(timeout_s)} s", during_connect=True) from None
@@ -249,7 +274,7 @@ class _Link:
         try:
             async with asyncio.timeout(timeout_s) as deadline:
                 self._deadline = deadline
-                response = await read(address, count=count, device_id=unit)
+                response = await _keep_cancellation(read(address, count=count, device_id=unit))
         except TimeoutError:
             raise self._no_answer(function, unit, timeout_s) from None
         except ConnectionException:
@@ -278,7 +303,8 @@ class _Link:
         for read_code in (2, 1):  # regular (adds the model name), then basic (vendor, product code, revision)
             try:
                 async with asyncio.timeout(timeout_s):
-                    response = await self.client.read_device_information(read_code=read_code, device_id=unit)
+                    response = await _keep_cancellation(
+                        self.client.read_device_information(read_code=read_code, device_id=unit))
             except TimeoutError:
                 raise self._no_answer("identification", unit, timeout_s) from None
             except ConnectionException:
@@ -430,15 +456,6 @@ def device_info(objects: dict[int, bytes]) -> dict[str, str]:
 # ---------------------------------------------------------------- the driver
 
 
-def _raise_if_cancelled() -> None:
-    """pymodbus can turn a cancellation that arrives during a request into an error of its own, which the driver
-    handles as a failed poll: the task would poll on, "cancelling" for ever, and whoever stops it (the gateway's
-    shutdown, driver.restart) would wait for good. Put the cancellation back."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class ModbusDriver(Driver[ModbusDeviceConfig]):
     """Polls one Modbus device and emits one Reading per poll."""
 
@@ -464,7 +481,6 @@ class ModbusDriver(Driver[ModbusDeviceConfig]):
         backoff = Backoff(first=min(max(period, 0.1), cfg.backoff_max_s), cap=cfg.backoff_max_s)
         next_at = loop.time()
         while True:
-            _raise_if_cancelled()
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -10,7 +10,7 @@ decoder of :mod:`.codec`, :class:`~edugate.drivers.base.Outage` keeps the offlin
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 class ThermometerConfig(DeviceConfig):
     """A probe on a serial line printing ``T=23.45`` (and optionally more ``key=value`` pairs) per line."""
+
+    streams_on: ClassVar[str] = "port"  # sends without being asked: the doctor listens on this port
 
     driver: Literal["thermometer"]
     port: SerialPortPath

@@ -10,6 +10,12 @@ bytes: ``hex`` (``04A22B1C`` -> 4 bytes), ``decimal`` (``0077736732`` -> the
 integer's bytes, optionally fixed width and byte order) or ``text`` (the
 characters as bytes: library barcodes).
 
+Many USB desk readers can instead be switched to a virtual serial port (USB
+CDC ACM, ``/dev/ttyACM0``) and then send the same text as lines (``source:
+serial``): :class:`LineDecoder` cuts the byte stream at CR or LF into the same
+text a keyboard read gives, read through :mod:`edugate.drivers.serial_link`
+(reopened with back-off like the other serial readers).
+
 Layers, lowest first: an :class:`EventSource` yields raw ``(type, code,
 value)`` input events; :class:`KeyDecoder` turns them into the text of one
 read; :func:`interpret` turns that text into UID bytes;
@@ -27,8 +33,9 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from edugate.drivers.base import Backoff, Outage
+from edugate.drivers.base import Backoff, Outage, SerialPortPath
 from edugate.drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver
+from edugate.drivers.serial_link import ReopeningPort, decoded
 from edugate.drivers.wedge import evdev_keys as keys
 
 log = logging.getLogger(__name__)
@@ -50,8 +57,16 @@ class WedgeConfig(CardReaderConfig):
     renamed: ClassVar[Mapping[str, str]] = {"backoff_max_s": "reopen_max_s"}
 
     driver: Literal["wedge"]
-    device_path: str = Field(pattern=r"^/", description="The reader's input device; use the stable name, e.g. "
-                             "/dev/input/by-id/usb-<vendor>_<model>-event-kbd (see docs/drivers/wedge-wiegand.md).")
+    source: Literal["keyboard", "serial"] = Field("keyboard", description="'keyboard': the reader types (evdev, "
+                                                  "device_path); 'serial': the reader is set to a virtual serial "
+                                                  "port (USB CDC) and sends the same text as lines (port).")
+    device_path: str | None = Field(None, pattern=r"^/", description="source: keyboard: the reader's input "
+                                    "device; use the stable name, e.g. /dev/input/by-id/usb-<vendor>_<model>-event-kbd "
+                                    "(see docs/drivers/wedge-wiegand.md).")
+    port: SerialPortPath | None = Field(None, description="source: serial: the reader's serial port, best the "
+                                        "stable name /dev/serial/by-id/usb-<vendor>_<model>-if00.")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
+        9600, description="source: serial: line speed in bit/s (a USB CDC port ignores it; a UART reader does not).")
     format: Literal["hex", "decimal", "text"] = Field("hex", description="How the reader types a card: 'hex' "
                                                       "digits, a 'decimal' number, or 'text' (barcodes).")
     uid_bytes: int | None = Field(None, ge=1, le=16, description="decimal only: the UID's width in bytes (e.g. 4), "
@@ -60,11 +75,33 @@ class WedgeConfig(CardReaderConfig):
                                                  "the UID bytes in reverse order (many 125 kHz/13.56 MHz wedges do).")
     read_lengths: list[int] | None = Field(None, min_length=1, description="Accepted lengths of a read in "
                                            "characters (e.g. [8, 10]); anything else is rejected as garbled.")
-    key_timeout_s: float = Field(0.5, gt=0, le=10, description="A read not ended by Enter within this time of its "
-                                 "last key is dropped (a reader types a whole card in well under 0.1 s).")
+    key_timeout_s: float = Field(0.5, gt=0, le=10, description="A read not ended by Enter (serial: CR or LF) within "
+                                 "this time of its last key is dropped (a reader types a whole card in well under "
+                                 "0.1 s).")
     grab: bool = Field(True, description="Take the reader exclusively so that its keystrokes reach no console.")
     reopen_max_s: float = Field(10.0, ge=0.01, le=3600, description="Longest wait between attempts to reopen a "
                                  "missing reader.")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> WedgeConfig:
+        if self.source == "keyboard":
+            if self.device_path is None:
+                raise ValueError("device_path is required with source: keyboard (the reader's input device, "
+                                 "e.g. /dev/input/by-id/usb-<vendor>_<model>-event-kbd)")
+            if self.port is not None:
+                raise ValueError("port applies to source: serial only (a keyboard reader has a device_path)")
+        else:
+            if self.port is None:
+                raise ValueError("port is required with source: serial (the reader's serial port, e.g. "
+                                 "/dev/serial/by-id/usb-<vendor>_<model>-if00)")
+            if self.device_path is not None:
+                raise ValueError("device_path applies to source: keyboard only (a serial reader has a port)")
+        return self
+
+    @property
+    def path(self) -> str:
+        """Where the reader is: its input device, or its serial port."""
+        return (self.device_path if self.source == "keyboard" else self.port) or "?"
 
     @model_validator(mode="after")
     def _check_lengths(self) -> WedgeConfig:
@@ -208,6 +245,51 @@ class KeyDecoder:
         return text
 
 
+class LineDecoder:
+    """Turns a serial reader's byte stream into the text of each read: the printable characters before CR or LF
+    (CR LF counts once). A :class:`BadRead` in the output is a line rejected (too long, a control or non-ASCII
+    byte, cut off). Pure: no I/O, no clock (the caller flushes after a quiet spell)."""
+
+    def __init__(self) -> None:
+        self._chars = bytearray()
+        self._spoiled: BadRead | None = None
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._chars) or self._spoiled is not None
+
+    def feed(self, data: bytes) -> list[str | BadRead]:
+        out: list[str | BadRead] = []
+        for b in data:
+            if b in (0x0D, 0x0A):
+                if self.pending:
+                    out.append(self._finish())
+                continue  # the LF of CR LF, or a blank line
+            if self._spoiled is not None:
+                continue
+            if len(self._chars) >= MAX_READ_CHARS:
+                self._spoiled = BadRead("too_long", f"more than {MAX_READ_CHARS} characters without CR or LF")
+            elif 0x20 <= b < 0x7F:
+                self._chars.append(b)
+            else:
+                self._spoiled = BadRead("unexpected_byte", f"the reader sent a control or non-ASCII byte at "
+                                        f"position {len(self._chars) + 1} (wrong baudrate, or a binary protocol?)")
+        return out
+
+    def flush(self, quiet_s: float) -> list[str | BadRead]:
+        if not self.pending:
+            return []
+        self._chars.clear()
+        self._spoiled = None
+        return [BadRead("incomplete", f"a read was not ended by CR or LF within {quiet_s:g} s and was dropped")]
+
+    def _finish(self) -> str | BadRead:
+        spoiled, text = self._spoiled, self._chars.decode("ascii")
+        self._chars.clear()
+        self._spoiled = None
+        return spoiled if spoiled is not None else text
+
+
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -250,18 +332,49 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         self.outage = Outage(self.health, log, config.id, health_text="{message}",
                              down_text="{where}: wedge reader offline: {message} (retrying)",
                              up_text="{where}: wedge reader {path} is back after {down:.1f} s", counter="disconnects")
+        self.port: ReopeningPort | None = None
+        if config.source == "serial" and config.port is not None:
+            self.port = ReopeningPort(config.port, config.baudrate, reopen_max_s=config.reopen_max_s,
+                                      down=self._lost, lost="reader disconnected")
 
     def _open_evdev(self, path: str) -> EventSource:
         return EvdevSource.open(path, grab=self.config.grab)
 
     async def reads(self) -> AsyncIterator[CardRead]:
+        reads = self._keyboard_reads() if self.port is None else self._serial_reads(self.port)
+        async for read in reads:
+            yield read
+
+    async def _serial_reads(self, port: ReopeningPort) -> AsyncIterator[CardRead]:
+        """Lines from the reader's serial port, the port reopened with back-off when it is missing or lost."""
+        while True:
+            async with port.session() as link:
+                self._back()
+                port.working()
+                async for item in decoded(link, LineDecoder(), self.config.key_timeout_s):
+                    if isinstance(item, BadRead):
+                        self._bad(item)
+                        continue
+                    if (read := self._card(item)) is not None:
+                        yield read
+
+    def _card(self, text: str) -> CardRead | None:
+        try:
+            uid = interpret(text, self.config)
+        except BadRead as exc:
+            self._bad(exc)
+            return None
+        return CardRead(uid=uid, technology="barcode" if self.config.format == "text" else "keyboard")
+
+    async def _keyboard_reads(self) -> AsyncIterator[CardRead]:
         cfg = self.config
+        path = cfg.path
         backoff = Backoff(first=min(0.5, cfg.reopen_max_s), cap=cfg.reopen_max_s)
         while True:
             try:
-                self._source = self._factory(cfg.device_path)
+                self._source = self._factory(path)
             except (OSError, ImportError) as exc:
-                self._lost(f"cannot open {cfg.device_path}: {_reason(exc)}")
+                self._lost(f"cannot open {path}: {_reason(exc)}")
                 await backoff.sleep()
                 continue
             self._back()
@@ -269,9 +382,9 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
             try:
                 async for read in self._reads_from(self._source):
                     yield read
-                self._lost(f"{cfg.device_path}: the event stream ended")
+                self._lost(f"{path}: the event stream ended")
             except OSError as exc:
-                self._lost(f"lost {cfg.device_path}: {_reason(exc)}")
+                self._lost(f"lost {path}: {_reason(exc)}")
             finally:
                 self._close_source()
             await backoff.sleep()
@@ -304,18 +417,20 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         self.health.count("bad_reads")
         self.health.count(f"bad_reads.{exc.reason}")
         self.health.error(f"read rejected: {exc}", offline=False)
-        log.warning("%s: wedge reader %s: read rejected: %s", self.device_id, self.config.device_path, exc)
+        log.warning("%s: wedge reader %s: read rejected: %s", self.device_id, self.config.path, exc)
 
     def _lost(self, what: str) -> None:
         self.outage.down(what)
 
     def _back(self) -> None:
-        self.outage.up(path=self.config.device_path)
+        self.outage.up(path=self.config.path)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None
         if source is not None:
             source.close()
+        if self.port is not None:
+            self.port.close()
 
     async def close(self) -> None:
         self._close_source()

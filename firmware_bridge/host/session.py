@@ -143,7 +143,7 @@ class KitSession:
         self.count("refused_version")
         if exc.msg_type == MsgType.HELLO:
             self.send(Nack(exc.seq, Reason.UNSUPPORTED_VERSION, str(exc)))
-            self.refused = f"kit refused: it speaks {exc}"
+            self.refused = f"kit refused: it speaks protocol version {exc.version}, not spoken here ({exc})"
             self.hello = None
             self.on_problem("version", self.refused)
             self.hellos += 1

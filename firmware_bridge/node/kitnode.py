@@ -4,7 +4,10 @@
 # The board glue (main.py) feeds received bytes to receive(), calls tick() often, and gives a
 # write(bytes) function, a clock in milliseconds, and the board's sensors and actuators.
 
-import json
+try:
+    import json
+except ImportError:  # a micro:bit: no json, and no firmware updates over the link (its FixedImage refuses them)
+    json = None
 
 try:
     import edulink as L

@@ -9,13 +9,20 @@
 # The received length of a transfer is the size of its slot file, so a transfer resumes where the file ends.
 # Every JSON file is replaced by writing a temporary file and renaming it over the old one (atomic).
 
-import json
 import os
+
+try:
+    import json
+except ImportError:  # a micro:bit has no json (nor hashlib): it has no slots either (FixedImage below)
+    json = None
 
 try:
     import hashlib
 except ImportError:
-    import uhashlib as hashlib
+    try:
+        import uhashlib as hashlib
+    except ImportError:
+        hashlib = None
 
 try:
     from binascii import hexlify

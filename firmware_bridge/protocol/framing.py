@@ -2,8 +2,9 @@
 
 COBS comes from the ``cobs`` package (C extension). The CRC is CRC-32/ISO-HDLC (the zlib/Ethernet CRC:
 polynomial 0x04C11DB7 reflected, init and final XOR 0xFFFFFFFF; check value 0xCBF43926), computed with
-:func:`binascii.crc32`: the ``crc`` package computes the same function (the tests check that) but is
-about 4000 times slower in CPython (~1 ms per 256-byte frame, measured), too slow for a Pi's hot path.
+:func:`binascii.crc32` (zlib's): the ``crc`` package computes the same function (the tests check that) but is
+3 400-7 400 times slower in CPython (0.75-1.6 ms per 256-byte frame; ``bench/kit_link.py``, docs/benchmarks.md),
+too slow for a Pi's hot path.
 """
 
 from __future__ import annotations

@@ -221,7 +221,16 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-STREAMING_DRIVERS = {"gps-nmea": "port", "thermometer": "port"}  # devices that send on their own
+def streaming_port(dev: Any) -> str | None:
+    """The serial port of a device that sends on its own (a GPS receiver, a serial thermometer), or None.
+
+    A driver says so on its config model, naming the field that holds the port:
+    ``streams_on: ClassVar[str] = "port"``; the doctor then listens there."""
+    field_name = getattr(type(dev), "streams_on", None)
+    if not isinstance(field_name, str):
+        return None
+    path = getattr(dev, field_name, None)
+    return path if isinstance(path, str) else None
 
 
 def check_sends(path: str, baudrate: int, seconds: float) -> Result:
@@ -314,10 +323,9 @@ async def check_device(dev: Any, opts: DoctorOptions, account: Account) -> Resul
     if not dev.enabled:
         return Result(name, Verdict.OK, f"{dev.id} ({dev.driver}) is disabled: not checked")
     parts: list[Result] = [check_device_file(path, account) for _, path in device_files(dev)]
-    field_name = STREAMING_DRIVERS.get(dev.driver)
-    if field_name and all(p.verdict is Verdict.OK for p in parts):
-        parts.append(await asyncio.to_thread(check_sends, getattr(dev, field_name), dev.baudrate,
-                                             max(opts.timeout_s, 1.0)))
+    listen_on = streaming_port(dev)
+    if listen_on and all(p.verdict is Verdict.OK for p in parts):
+        parts.append(await asyncio.to_thread(check_sends, listen_on, dev.baudrate, max(opts.timeout_s, 1.0)))
     for _, host, port in tcp_endpoints(dev):
         parts.append(await check_tcp(host, port, opts.timeout_s))
     if dev.driver == "modbus" and all(p.verdict is Verdict.OK for p in parts):

@@ -60,6 +60,8 @@ def migrate(
         for rename in renames:
             typer.echo(str(rename))
         outbox = migrate_outbox(Path(cfg.storage.path), check_only=check_only)
+    except ConfigError as exc:  # e.g. a file that is not UTF-8 text
+        exit_with_problems(config, exc, "nothing was changed")
     except MigrateError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from edugate.common.yamlconfig import parse_mapping
+from edugate.common.yamlconfig import parse_mapping, read_text
 from edugate.gateway.config import SCHEMA_VERSION as CONFIG_SCHEMA_VERSION
 from edugate.gateway.config import load_config
 from edugate.gateway.runtime.outbox import SCHEMA_VERSION as OUTBOX_SCHEMA_VERSION
@@ -59,7 +59,7 @@ def config_version(text: str, path: Path) -> int | None:
 
 
 def migrate_config(path: Path, *, check_only: bool = False) -> Step:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)  # ConfigError (file:line: message) when it is not UTF-8 text
     version = config_version(text, path)
     if version is not None and version > CONFIG_SCHEMA_VERSION:
         raise MigrateError(f"{path}: schema version {version} was written for a newer EduGate; this one reads up to "

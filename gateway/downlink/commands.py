@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, Field, ValidationError
 
+from edugate.common.ratelimit import LimitedLog
 from edugate.contract import __version__
 from edugate.contract import commands as contract_commands
 from edugate.contract.commands import (  # noqa: F401 - the envelope's names, re-exported for the gateway's callers
@@ -270,26 +271,6 @@ class DownlinkStats:
                 "commands_rejected": self.rejected}
 
 
-class _LogLimit:
-    """At most ``burst`` warnings per ``period`` seconds; the rest are counted and summarised."""
-
-    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
-        self.burst, self.period = burst, period
-        self.window, self.count, self.suppressed = 0.0, 0, 0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        if now - self.window > self.period:
-            if self.suppressed:
-                log.warning("%d more command rejections were not logged", self.suppressed)
-            self.window, self.count, self.suppressed = now, 0, 0
-        self.count += 1
-        if self.count > self.burst:
-            self.suppressed += 1
-            return False
-        return True
-
-
 def _iso(ms: int) -> str:
     try:
         return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -308,11 +289,33 @@ def _span(ms: int) -> str:
     return f"{s // 86_400} days"
 
 
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""Publishes one cmd-result (topic, payload) at QoS 1."""
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A command that passed every check (its id is recorded): ready to run."""
+
+    envelope: Envelope
+    command: Command
+    args: BaseModel
+    key_name: str
+
+
+def _lane(c: _Accepted) -> str:
+    """Commands of one lane run one at a time: a device's own commands, or the gateway-wide ones."""
+    device = getattr(c.args, "device", None) if c.envelope.name == "device.command" else None
+    return f"device:{device}" if isinstance(device, str) else "gateway"
+
+
 class Downlink:
     """Checks and runs the commands of one gateway; see the module doc.
 
     ``await downlink.handle(topic, payload)`` returns ``(result_topic, result_payload)`` to publish at
     QoS 1, or None when the message is not for the downlink (another topic, an empty payload).
+    ``await downlink.dispatch(topic, payload, publish)`` (the uplink's way) checks the command at once and
+    runs its handler in a task, so that a long command does not hold up the next ones; see :meth:`dispatch`.
     """
 
     def __init__(self, config: DownlinkConfig, *, school: str, gateway: str, keys: Mapping[str, Ed25519PublicKey],
@@ -328,7 +331,9 @@ class Downlink:
         self.stats = DownlinkStats()
         self.cmd_prefix = f"{TOPIC_ROOT}/{school}/{gateway}/cmd/"
         self.result_topic = f"{TOPIC_ROOT}/{school}/{gateway}/cmd-result"
-        self._log_limit = _LogLimit()
+        self.rejection_log = LimitedLog(log)  # a sender of garbage cannot flood the journal
+        self._lanes: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_config(cls, config: DownlinkConfig, *, school: str, gateway: str, outbox_path: Path, clock: ClockLike,
@@ -348,6 +353,45 @@ class Downlink:
 
     async def handle(self, topic: str, payload: bytes | bytearray | str) -> tuple[str, bytes] | None:
         """Check and run one command message; return the cmd-result (topic, payload) to publish."""
+        checked = await self._check(topic, payload)
+        if not isinstance(checked, _Accepted):
+            return checked
+        return await self._run(checked.envelope, checked.command, checked.args, checked.key_name)
+
+    async def dispatch(self, topic: str, payload: bytes | bytearray | str, publish: Publish) -> None:
+        """Check one command message now, in arrival order, and run its handler in a task of its own.
+
+        The uplink's message loop calls this: a long handler (a kit's firmware update) must not hold up the
+        commands behind it, nor anything else the loop receives. Handlers of one *lane* still run one after the
+        other, in arrival order: ``device.command`` for the same device, and every gateway-wide command (config,
+        certificates, self-update) with each other. A rejection is published before this returns; a handler's
+        result with ``publish`` when it is done (a failed publish is logged: the connection is gone)."""
+        checked = await self._check(topic, payload)
+        if not isinstance(checked, _Accepted):
+            if checked is not None:
+                await publish(*checked)
+            return
+        lane = self._lanes.setdefault(_lane(checked), asyncio.Lock())
+        task = asyncio.create_task(self._run_in_lane(lane, checked, publish), name=f"command-{checked.envelope.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running(self) -> int:
+        """Commands dispatched whose result is not published yet."""
+        return len(self._tasks)
+
+    async def _run_in_lane(self, lane: asyncio.Lock, c: _Accepted, publish: Publish) -> None:
+        async with lane:
+            answer = await self._run(c.envelope, c.command, c.args, c.key_name)
+        try:
+            await publish(*answer)
+        except Exception as exc:  # the broker connection went away meanwhile: the result cannot be sent
+            log.warning("command %s %s: its result could not be published (%s: %s)", c.envelope.name, c.envelope.id,
+                        type(exc).__name__, exc)
+
+    async def _check(self, topic: str, payload: bytes | bytearray | str) -> _Accepted | tuple[str, bytes] | None:
+        """The accepted command, or the rejection to publish, or None (not a command message)."""
         if not topic.startswith(self.cmd_prefix):
             return None
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -370,7 +414,7 @@ class Downlink:
             await self._remember(envelope)
         except CommandRejected as rej:
             return self._rejected(obj, topic_name, rej)
-        return await self._run(envelope, command, args, key_name)
+        return _Accepted(envelope, command, args, key_name)
 
     # ------------------------------------------------------------------ checks
 
@@ -467,9 +511,8 @@ class Downlink:
         cmd_id = cmd_id[:128] if isinstance(cmd_id, str) else None
         name = obj.get("name") if obj is not None else None
         name = name[:64] if isinstance(name, str) else topic_name[:64]
-        if self._log_limit.allow():
-            log.warning("command rejected (%s) on %r, id %r: %s", rej.code, self.cmd_prefix + topic_name[:64],
-                        cmd_id, rej.reason)
+        self.rejection_log.warning("command rejected (%s) on %r, id %r: %s", rej.code,
+                                    self.cmd_prefix + topic_name[:64], cmd_id, rej.reason)
         return self._answer(cmd_id, name, "rejected", code=rej.code, reason=rej.reason)
 
     def _answer(self, cmd_id: str | None, name: str, status: str, **fields: Any) -> tuple[str, bytes]:

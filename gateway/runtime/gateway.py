@@ -27,6 +27,7 @@ from edugate.drivers.base import DeviceState, Driver, DriverContext
 from edugate.drivers.registry import driver_class
 from edugate.gateway.config import GatewayConfigBase, config_warnings
 from edugate.gateway.runtime import systemd
+from edugate.gateway.runtime.card_rule import state_card_rule
 from edugate.gateway.runtime.clock import Clock
 from edugate.gateway.runtime.cpu_meter import CpuMeter, process_cpu_seconds
 from edugate.gateway.runtime.outbox import Outbox
@@ -216,9 +217,9 @@ class Gateway:
         if self.outbox is not None:
             await self.outbox.close()
         # One line with the final counters (skipped polls, outbox, uplink): what a health record
-        # would have said, for operators reading the journal and for benchmark scripts.
+        # would have said, with the same types, for operators reading the journal and for benchmark scripts.
         with contextlib.suppress(Exception):
-            final = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.health_values().items()}
+            final = self.health_record_values()
             log.info("gateway stopped: %s", json.dumps(final, separators=(",", ":")))
             return
         log.info("gateway stopped")
@@ -330,6 +331,7 @@ class Gateway:
                 for device_id, d in self.drivers.items()
             },
             "models": self.model_entries(),
+            "card_rule": state_card_rule(self.cfg.privacy.card_identity),
         }
 
     def status(self) -> dict[str, Any]:

@@ -42,6 +42,10 @@ seq ranges from ``.../stored``; the uplink then does not call ``ack``).
   start, then at most once per ``OVER_BUDGET_EVENT_EVERY_S``; an episode ends
   when the pages in use fall under half the target. The log gets one summary
   line per ``THIN_LOG_EVERY_S``.
+  A record is thinned or delivered, never both: a telemetry fetch reads its rows and marks them in flight
+  under one lock (``_inflight_lock``), which a transaction that thins holds from its first decision to its
+  COMMIT; so the fetch reads after that COMMIT, or the thinning sees the mark.
+* The tables are created in one transaction: a reader of the file sees all of them or none.
 """
 
 from __future__ import annotations
@@ -113,6 +117,22 @@ def check_schema_version(conn: sqlite3.Connection, path: Path) -> None:
                                 f"one reads up to version {SCHEMA_VERSION}. Install the newer EduGate again, or "
                                 "move the file aside (it may hold records not yet sent)")
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+
+def create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables (if missing) and check/record the schema version, in ONE transaction: a reader of the
+    file (the doctor, ``edugate outbox``, another process) sees all of the tables or none. (``executescript``
+    alone would commit each CREATE by itself: a reader could find ``meta`` and no ``events`` yet.)"""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            conn.execute(statement)
+        check_schema_version(conn, path)
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class OutboxClosed(RuntimeError):
@@ -246,6 +266,12 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
+        # Held by a telemetry fetch from its SELECT until it has marked the rows in flight (``_sent_upto``), and by
+        # the writer thread from its first thinning decision in a transaction until that transaction's COMMIT:
+        # so a fetch never returns rows a thinning commit deletes (it reads after that COMMIT, or the thinning
+        # sees its mark). Without it a pass could delete rows read but not yet marked: counted thinned, and sent.
+        self._inflight_lock = threading.Lock()
+        self._inflight_held = False  # writer thread only: it holds _inflight_lock in the current transaction
         self._closed = False
         self.changed = asyncio.Event()  # set after every commit that added records
         # Called on the event loop with the figures of an episode over the budget (see the module's docstring).
@@ -283,8 +309,7 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer_conn = _connect(self.path, self.sync, self.wal_limit)
         self._writer_conn.execute(f"PRAGMA wal_autocheckpoint={max(16, self.wal_limit // 4096)}")
-        self._writer_conn.executescript(SCHEMA)
-        check_schema_version(self._writer_conn, self.path)
+        create_schema(self._writer_conn, self.path)
         (self._page_size,) = self._writer_conn.execute("PRAGMA page_size").fetchone()
         row = self._writer_conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
         top = 0
@@ -390,6 +415,14 @@ class Outbox:
     def _fetch_sync(self, kind: Kind, after: int, limit: int, max_bytes: int,
                     upto: int | None = None) -> list[tuple[int, bytes]]:
         assert self._reader is not None
+        if kind is Kind.TELEMETRY and upto is None:  # rows about to be in flight: read and mark them in one go
+            with self._inflight_lock:
+                return self._fetch_rows(kind, after, limit, max_bytes, upto, mark=True)
+        return self._fetch_rows(kind, after, limit, max_bytes, upto, mark=False)
+
+    def _fetch_rows(self, kind: Kind, after: int, limit: int, max_bytes: int, upto: int | None,
+                    mark: bool) -> list[tuple[int, bytes]]:
+        assert self._reader is not None
         with self._read_lock:
             rows = self._reader.execute(
                 f"SELECT seq, payload FROM {TABLES[kind]} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
@@ -401,7 +434,7 @@ class Outbox:
             if out and total > max_bytes:
                 break
             out.append((seq, payload))
-        if kind is Kind.TELEMETRY and upto is None:
+        if mark:
             if after < self._sent_upto:  # the uplink starts over (a new connection resends everything)
                 self._sent_upto = after
                 self._handed_upto = min(self._handed_upto, after)
@@ -532,6 +565,8 @@ class Outbox:
             self._pass = None
             self._resolve_errors(puts, exc)
             return
+        finally:
+            self._release_inflight()
         # Bookkeeping after the commit is durable.
         self.stats.next_seq = seq
         for kind, kind_rows in rows.items():
@@ -646,6 +681,9 @@ class Outbox:
     def _thin_chunk(self, conn: sqlite3.Connection, thin: _ThinPass, limit: int) -> tuple[int, int]:
         """Thin the next ``limit`` rows of the pass: delete them all and write back the ones kept, packed
         (deleting every other row alone would leave half-empty pages that free nothing)."""
+        if not self._inflight_held:  # from here until this transaction ends, no fetch reads or marks rows
+            self._inflight_lock.acquire()
+            self._inflight_held = True
         chunk = conn.execute("SELECT seq, payload FROM telemetry WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                              (thin.cursor, thin.end, max(1, limit))).fetchall()
         if not chunk:
@@ -670,6 +708,12 @@ class Outbox:
             conn.execute("DELETE FROM telemetry WHERE seq >= ? AND seq <= ?", (chunk[0][0], chunk[-1][0]))
             conn.executemany("INSERT INTO telemetry (seq, payload) VALUES (?, ?)", kept)
         return len(chunk), removed
+
+    def _release_inflight(self) -> None:
+        """The transaction that thinned is committed (or rolled back): fetches may read and mark again."""
+        if self._inflight_held:
+            self._inflight_held = False
+            self._inflight_lock.release()
 
     def _over_budget_figures(self, used: int, thinned: int) -> dict[str, Any]:
         spacing = max(self._spacing.values(), default=0)

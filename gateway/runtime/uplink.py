@@ -88,6 +88,7 @@ class UplinkStats:
 
 
 SHORT_LIVED_S = 2.0
+PENDING_RESULTS_MAX = 100  # cmd-results kept while the broker is away (commands are rare; a bound all the same)
 """A connection the broker closes sooner than this after accepting it does not reset the reconnect back-off."""
 SILENT_WARN_EVERY_S = 60.0
 """While central confirms nothing past the deadline: one warning a minute."""
@@ -146,6 +147,8 @@ class Uplink:
         self.stored_topic = topics.stored_topic(cfg.school, cfg.gateway)
         self._confirms = self._new_confirmations()
         self._cursor = {Kind.EVENT: 0, Kind.TELEMETRY: 0}
+        # cmd-results of commands that finished while the broker was away: published at the next connection
+        self._pending_results: deque[tuple[str, bytes]] = deque(maxlen=PENDING_RESULTS_MAX)
         self._silent_warned_at = float("-inf")
         self._last_confirm_at = float("-inf")
         self._resend_logged_at = float("-inf")
@@ -225,6 +228,7 @@ class Uplink:
     async def _session(self, client: aiomqtt.Client) -> None:
         self._confirms = self._new_confirmations()  # a new connection sends everything unconfirmed again
         await self.publish_state(client)
+        await self._publish_pending_results(client)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch(client), name="uplink-watch")
             tg.create_task(self._drain(client, tg), name="uplink-drain")
@@ -246,9 +250,34 @@ class Uplink:
                 continue
             if self.downlink is None:  # not subscribed: nothing arrives
                 continue
-            answer = await self.downlink.handle(str(message.topic), bytes(payload))
-            if answer is not None:
-                await client.publish(answer[0], answer[1], qos=1, timeout=10)
+            # checked here, in order; run in a task of its own (a kit's firmware update takes minutes)
+            await self.downlink.dispatch(str(message.topic), bytes(payload), self._publish_result)
+
+    async def _publish_result(self, result_topic: str, payload: bytes) -> None:
+        """A command's cmd-result, on the connection open now (a long command may outlive the one it came on).
+        With no connection, or when the publish fails, it waits for the next connection (the newest
+        ``PENDING_RESULTS_MAX``; a gateway restart forgets them: ``edugate send`` then times out and says so)."""
+        client = self._client
+        if client is not None:
+            try:
+                await client.publish(result_topic, payload, qos=1, timeout=10)
+                return
+            except aiomqtt.MqttError as exc:
+                why = str(exc)
+        else:
+            why = "not connected to the broker"
+        if len(self._pending_results) == self._pending_results.maxlen:
+            log.warning("uplink: %d command results wait for the broker; the oldest is dropped",
+                        len(self._pending_results))
+        self._pending_results.append((result_topic, payload))
+        log.info("uplink: a command result waits for the broker (%s); sent at the next connection", why)
+
+    async def _publish_pending_results(self, client: aiomqtt.Client) -> None:
+        """Results of commands that finished while the broker was away, oldest first."""
+        while self._pending_results:
+            result_topic, payload = self._pending_results[0]
+            await client.publish(result_topic, payload, qos=1, timeout=10)
+            self._pending_results.popleft()
 
     async def publish_state(self, client: aiomqtt.Client | None = None, status: str = "online",
                             reason: str | None = None) -> None:

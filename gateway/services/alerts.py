@@ -23,7 +23,9 @@ Rules come from three places, merged by ``id`` (later wins, ``enabled: false`` s
 ``alerts.rules`` of the gateway config, the ``alerts.rules_file`` (re-read within ``check_interval_s`` of a
 change, so rules change without a restart; a bad file is reported with its line and the rules in force
 stay), and the signed command ``alerts.rules.set`` (versioned, kept on disk). Raised alerts and pushed
-rules survive a restart (``state_file``).
+rules survive a restart (``state_file``), and so do alert events not yet in the outbox (a power cut or
+``kill -9`` between raising and sending): they are sent after the restart with their own timestamps (one
+that was in the outbox already may then be sent twice, same timestamp; never lost).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -46,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edugate.common.yamlconfig import ConfigError, parse_mapping, validate
 from edugate.contract.records import VALUE_NAME_PATTERN, Emit, Event, Rejected
-from edugate.drivers.base import ID_PATTERN, CommandError
+from edugate.drivers.base import ID_PATTERN, CommandError, DeviceConfig
 from edugate.gateway.services.base import Command, Section, Select, Service, ServiceSetup
 
 log = logging.getLogger(__name__)
@@ -269,6 +272,32 @@ class AlertsService(Service):
         devices = {d.id: (d.room, d.driver) for d in setup.devices}
         return cls(section, devices, setup.timezone, section.state_file or setup.data_dir / "alerts.json")
 
+    @classmethod
+    def config_warnings(cls, section: BaseModel | None,
+                        devices: Sequence[DeviceConfig]) -> list[tuple[tuple[str | int, ...], str]]:
+        """A rule that selects no enabled device (a typo in ``device``, ``room`` or ``driver``), and a rules file
+        that cannot be read or has mistakes (the gateway would keep the other rules and say so in its log)."""
+        if not isinstance(section, AlertsConfig):
+            return []
+        enabled = [d for d in devices if d.enabled]
+        found: list[tuple[tuple[str | int, ...], str]] = [
+            (("alerts", "rules", i, *where), message)
+            for i, rule in enumerate(section.rules) for where, message in _selects_nothing(rule, enabled)]
+        path = section.rules_file
+        if path is not None:
+            try:
+                rules = parse_rules(path.read_text(), str(path))
+            except FileNotFoundError:
+                found.append((("alerts", "rules_file"), f"{path} does not exist yet: no rules from it until it does"))
+            except (OSError, UnicodeDecodeError) as exc:
+                found.append((("alerts", "rules_file"), f"{path} cannot be read: {exc}"))
+            except ConfigError as exc:
+                found += [(("alerts", "rules_file"), f"{problem}") for problem in exc.problems]
+            else:
+                found += [(("alerts", "rules_file"), f"{path}: {message}")
+                          for rule in rules for _, message in _selects_nothing(rule, enabled)]
+        return found
+
     def __init__(self, config: AlertsConfig, devices: dict[str, tuple[str | None, str | None]], tz: str,
                  state_file: Path | None = None, now: float | None = None) -> None:
         """``devices``: device id -> (room, driver); ``now``: the service's start (Unix s) for no-data rules."""
@@ -383,22 +412,25 @@ class AlertsService(Service):
 
     def stage(self, record: dict[str, Any]) -> dict[str, Any] | None:
         device = record.get("device")
-        rules = self._by_device.get(device) if isinstance(device, str) else None
         values = record.get("values")
-        if not rules or not isinstance(values, dict):
+        if not isinstance(device, str) or not isinstance(values, dict):
+            return record
+        rules = self._by_device.get(device)
+        if not rules:
             return record
         ts: int = record["ts"]
         now_s = ts / 1000
         for rule in rules:
             try:
-                self._evaluate(rule, device, record.get("room"), values, ts)  # type: ignore[arg-type]
+                self._evaluate(rule, device, record.get("room"), values, ts)
             except Exception:  # a bug in one rule must not fail the reading
                 log.exception("alerts: rule %s failed on a reading of %s", rule.id, device)
         for name, value in values.items():
-            if _number(value) is not None:
-                self.previous[(device, name)] = (ts, float(value))  # type: ignore[index]
-            self.last_seen[(device, name)] = now_s  # type: ignore[index]
-        self.last_seen[(device, "*")] = now_s  # type: ignore[index]
+            number = _number(value)
+            if number is not None:
+                self.previous[(device, name)] = (ts, number)
+            self.last_seen[(device, name)] = now_s
+        self.last_seen[(device, "*")] = now_s
         return record
 
     def _evaluate(self, rule: AlertRule, device: str, room: str | None, values: dict[str, Any], ts: int) -> None:
@@ -534,6 +566,7 @@ class AlertsService(Service):
         interval = self.config.check_interval_s
         next_check = time.monotonic()
         while True:
+            emitted = bool(self._queue)
             while self._queue:
                 event = self._queue[0]
                 try:
@@ -542,13 +575,18 @@ class AlertsService(Service):
                     self.dropped_events += 1
                     log.error("alerts: event refused by the pipeline (%s): dropped", exc)
                 self._queue.popleft()
+            if emitted:
+                self._save_state()  # the events are in the outbox now: no longer pending in the state file
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + interval
                 self.check()
                 continue
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that meets the wake-up
+            # (gh-86296), and stopping the gateway would then wait for ever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), max(0.0, next_check - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_check - time.monotonic())):
+                    await self._wakeup.wait()
 
     def check(self, now: float | None = None) -> None:
         """The periodic work: re-read a changed rules file, raise the no-data alerts that are due."""
@@ -562,8 +600,12 @@ class AlertsService(Service):
         return list(self._queue)
 
     def take_events(self) -> list[Event]:
+        """Hand the pending alert events to the caller (tests that drive :meth:`stage` directly): no longer
+        pending, on disk too."""
         events = list(self._queue)
         self._queue.clear()
+        if events:
+            self._save_state()
         return events
 
     # ------------------------------------------------------------------ the downlink and the pages
@@ -607,6 +649,7 @@ class AlertsService(Service):
             doc = json.loads(self.state_file.read_text())
             pushed = PushedRules.model_validate(doc["pushed"]) if doc.get("pushed") else None
             active = [Alert(**a) for a in doc.get("active", [])]
+            pending = [Event(e["device"], "alert", dict(e["data"]), e["ts"]) for e in doc.get("pending", [])]
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError) as exc:
@@ -617,12 +660,16 @@ class AlertsService(Service):
         self.active = {a.key: a for a in active if a.device in self.devices}
         if self.active:
             log.info("alerts: %d alert(s) still raised from before the restart", len(self.active))
+        if pending:  # raised or cleared just before a crash, not yet in the outbox: sent now (same timestamps)
+            self._queue.extend(pending)
+            log.info("alerts: %d alert event(s) from before the restart not sent yet: sending them", len(pending))
 
     def _save_state(self) -> None:
         if self.state_file is None:
             return
         doc = {"pushed": self.pushed.model_dump(mode="json") if self.pushed else None,
-               "active": [asdict(a) for a in self.active.values()]}
+               "active": [asdict(a) for a in self.active.values()],
+               "pending": [{"device": e.device, "data": dict(e.data), "ts": e.ts} for e in self._queue]}
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
@@ -639,6 +686,20 @@ def parse_rules(text: str, filename: str) -> list[AlertRule]:
     """A rules file (``rules: [...]``); :class:`ConfigError` with ``file:line: path: message`` per problem."""
     root, data, problems = parse_mapping(text, filename)
     return validate(RulesFile, data, root, filename, problems).rules
+
+
+def _selects_nothing(rule: AlertRule, devices: Sequence[DeviceConfig]) -> list[tuple[tuple[str, ...], str]]:
+    """[(where, message)] if an enabled ``rule`` selects none of ``devices``, naming the key at fault if one is."""
+    if not rule.enabled or any(rule.selects(d.id, d.room, d.driver) for d in devices):
+        return []
+    known_of = {"device": sorted(d.id for d in devices), "room": sorted({d.room for d in devices if d.room}),
+                "driver": sorted({d.driver for d in devices})}
+    key = next((k for k in ("device", "room", "driver")  # the key whose value no device has, if one
+                if getattr(rule, k) is not None and getattr(rule, k) not in known_of[k]), None)
+    known = known_of[key] if key else []
+    hint = f" (the config's {key}s: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''})" if known else ""
+    return [((key,) if key else (), f"rule {rule.id} selects no enabled device of this gateway, so it never raises"
+             f"{hint}")]
 
 
 def _number(value: Any) -> float | None:

@@ -12,7 +12,9 @@ answer for a session by id (``edugate.central.sessions``).
 
 On disk (``folder``, default ``sessions/`` next to the outbox): ``<id>.json`` (metadata, atomic replace) and
 ``<id>.jsonl`` (one row per reading: ``[ts_ms, device, {name: value}]``, appended, flushed every second).
-A running session survives a gateway restart and goes on recording. At most ``max_rows`` rows per session
+A running session survives a gateway restart and goes on recording; a start or stop whose events were not yet
+in the outbox when the gateway died (``unsent`` in the metadata) has them sent after the restart, with the
+session's own times, so central still finds the session. At most ``max_rows`` rows per session
 (beyond: counted, not kept; the outbox still has every reading) and the ``keep`` newest sessions are kept.
 """
 
@@ -104,13 +106,16 @@ class Session:
     rows_dropped: int = 0
     values: list[str] = field(default_factory=list)  # value names seen, in order of first appearance
     rooms: dict[str, str | None] = field(default_factory=dict)
+    unsent: list[str] = field(default_factory=list)  # actions (started/stopped) whose events are not in the outbox
 
     @property
     def running(self) -> bool:
         return self.stopped_at is None
 
     def meta(self) -> dict[str, Any]:
-        return asdict(self) | {"running": self.running}
+        meta = asdict(self) | {"running": self.running}
+        del meta["unsent"]
+        return meta
 
 
 class SessionsStatus(TypedDict):
@@ -163,7 +168,7 @@ class SessionsService(Service):
         stamp = dt.datetime.fromtimestamp(now, ZoneInfo(self.tz)).strftime("%Y%m%d-%H%M%S")
         session = Session(id=f"s-{stamp}-{secrets.token_hex(2)}", name=args.name, devices=args.devices,
                           started_at=int(now * 1000), started_by=args.by,
-                          rooms={d: self.devices.get(d) for d in args.devices})
+                          rooms={d: self.devices.get(d) for d in args.devices}, unsent=["started"])
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sessions[session.id] = session
         for device in session.devices:
@@ -183,6 +188,7 @@ class SessionsService(Service):
             raise SessionError(f"session {session_id} ({session.name!r}) is stopped already")
         now = time.time() if now is None else now
         session.stopped_at, session.stopped_by = int(now * 1000), by
+        session.unsent.append("stopped")
         for device in session.devices:
             if self.by_device.get(device) is session:
                 del self.by_device[device]
@@ -322,23 +328,36 @@ class SessionsService(Service):
     async def run(self, emit: Emit) -> None:
         self._wakeup = asyncio.Event()
         while True:
+            emitted = bool(self._queue)
             while self._queue:
                 try:
                     await emit(self._queue[0])
                 except Rejected as exc:  # a bug: it would block the later events; logged, dropped
                     log.error("sessions: event refused by the pipeline (%s): dropped", exc)
                 self._queue.pop(0)
+            if emitted:
+                self._sent()
             for fh in self._files.values():
                 fh.flush()
             self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), FLUSH_S)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (gh-86296)
+                async with asyncio.timeout(FLUSH_S):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
 
     def take_events(self) -> list[Event]:
+        """Hand the start and stop events to the caller (tests that call :meth:`start` directly)."""
         events, self._queue = self._queue, []
+        self._sent()
         return events
+
+    def _sent(self) -> None:
+        """Every queued start and stop event is in the outbox (or taken): no longer unsent, on disk too."""
+        for session in self.sessions.values():
+            if session.unsent:
+                session.unsent = []
+                self._save(session)
 
     def commands(self) -> dict[str, Command]:
         async def start(args: StartArgs) -> dict[str, Any]:
@@ -387,14 +406,16 @@ class SessionsService(Service):
                 log.error("session file %s unreadable (%s): skipped", path, exc)
                 continue
             self.sessions[session.id] = session
+            for action in session.unsent:  # started or stopped just before a crash: the events are sent now
+                at = session.started_at if action == "started" else session.stopped_at or session.started_at
+                self._events(session, action, at / 1000)
+                log.info("session %s: its %s events from before the restart are sent now", session.id, action)
             if session.running:
                 gone = [d for d in session.devices if d not in self.devices]
                 for device in session.devices:
                     if device in self.devices and device not in self.by_device:
                         self.by_device[device] = session
-                with self._rows_path(session.id).open("a+", encoding="utf-8") as rows:
-                    rows.seek(0)
-                    session.rows = sum(1 for _ in rows)
+                session.rows = _complete_rows(self._rows_path(session.id))
                 self._files[session.id] = self._rows_path(session.id).open("a", encoding="utf-8")
                 log.info("session %s %r goes on recording after the restart%s", session.id, session.name,
                          f" (devices no longer configured: {', '.join(gone)})" if gone else "")
@@ -410,3 +431,21 @@ class SessionsService(Service):
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
+
+
+def _complete_rows(path: Path) -> int:
+    """The rows of a running session's file after a restart. A last line cut short (a power cut or ``kill -9``
+    in the middle of a write) is cut off, so the rows appended from now on start on a line of their own."""
+    rows = 0
+    with path.open("a+b") as fh:
+        fh.seek(0)
+        while chunk := fh.read(1 << 20):
+            rows += chunk.count(b"\n")
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 16)))  # a row is far shorter than 64 kB
+        tail = fh.read()
+        if tail and not tail.endswith(b"\n"):
+            cut = len(tail) - tail.rfind(b"\n") - 1
+            fh.truncate(size - cut)
+            log.warning("session file %s: a row cut short by the restart was dropped (%d bytes)", path, cut)
+    return rows

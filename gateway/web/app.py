@@ -198,8 +198,9 @@ async def _events(live: LiveData, wanted: set[str]) -> AsyncIterator[str]:
             if device in live.latest:
                 yield _sse(live.latest[device])
         while True:
-            try:
-                update = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (gh-86296)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    update = await queue.get()
             except TimeoutError:
                 yield f": keep-alive {int(time.time())}\n\n"
                 continue

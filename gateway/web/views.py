@@ -12,6 +12,9 @@ from edugate.gateway.web.equipment_panel import equipment_view
 from edugate.gateway.web.library_panel import LibraryPanel, library_view
 from edugate.gateway.web.models_panel import models_view
 
+PANEL_SERVICES = ("library", "alerts", "assets", "models")
+"""Services with a panel of their own on the status page (not a row of the Services card)."""
+
 
 def size(n: float | None) -> str:
     """Bytes in binary units, as the config's ``budget_mb`` counts them (MiB)."""
@@ -55,6 +58,7 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
             "last_reading": local_time(d.get("last_reading_at"), tz),
             "last_reading_ago": ago(d.get("last_reading_at"), now),
             "counters": ", ".join(f"{k} {v}" for k, v in sorted((d.get("counters") or {}).items())),
+            "about": d.get("about") if isinstance(d.get("about"), str) else "",  # a kit: board, firmware version
         })
     started = (status.get("started_at") or 0) / 1000 or None
     services = status.get("services") or {}
@@ -83,7 +87,8 @@ def status_view(status: dict[str, Any], tz: str) -> dict[str, Any]:
         "devices": devices,
         "devices_online": sum(d["state"] == "online" for d in devices),
         "services": [(name, _flat(info)) for name, info in sorted(services.items())
-                     if not (name in ("library", "alerts", "assets", "models") and isinstance(info, dict))],
+                     if not (name in PANEL_SERVICES and isinstance(info, dict))],
+        "panel_services": [name for name in PANEL_SERVICES if isinstance(services.get(name), dict)],
         "alerts": alerts_view(services["alerts"], tz, now) if isinstance(services.get("alerts"), dict) else None,
         "library": _library(library, tz, now, status.get("devices")) if isinstance(library, dict) else None,
         "equipment": equipment_view(services["assets"], tz, now) if isinstance(services.get("assets"), dict)

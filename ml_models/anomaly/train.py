@@ -24,7 +24,7 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from edugate.ml_models.anomaly import baseline
 from edugate.ml_models.anomaly.data import KINDS, Episode, normal_fleet

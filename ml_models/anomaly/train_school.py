@@ -46,7 +46,7 @@ from onnx import ModelProto, helper, numpy_helper
 from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from edugate.ml_models.anomaly import baseline
 from edugate.ml_models.anomaly.data import KINDS, _sensor_fault

@@ -19,7 +19,7 @@ import numpy as np
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from edugate.ml_models.occupancy import baseline
 from edugate.ml_models.occupancy.data import CHANNELS, rooms

@@ -70,7 +70,7 @@ def run(cases: Iterable[tuple[str, np.ndarray, int, dict[str, int]]],
 
 def vtest_cases(part: str = "frames") -> list[tuple[str, np.ndarray, int, dict[str, int]]]:
     doc = vtest.labels()
-    tags = {int(k): v for k, v in doc[part].items()}  # type: ignore[attr-defined]
+    tags = {int(k): v for k, v in doc[part].items()}  # type: ignore[attr-defined]  # labels.json: {part: {frame: {...}}}
     return [(f"vtest-{i}", frame, people, {k: int(tags[i].get(k, 0)) for k in ("small", "occluded", "edge")})
             for i, frame, people in vtest.labelled_frames(part)]
 
@@ -94,7 +94,7 @@ def main() -> None:
         detectors[f"ssdlite@{t}"] = (lambda th: lambda f: int(np.count_nonzero(ssd.scores(f) >= th)))(t)
     out: dict[str, Any] = {
         "model": "people-ssdlite", "threshold": threshold, "frame_size": list(SIZE),
-        "calibration": {"frames": len(vtest.labels()["calibration"]), "mae_by_threshold": calibration,  # type: ignore[arg-type]
+        "calibration": {"frames": len(vtest.labels()["calibration"]), "mae_by_threshold": calibration,  # type: ignore[arg-type]  # a dict per part
                         "chosen": threshold},
         "baseline": "OpenCV HOG people detector (default SVM, winStride 8, scale 1.05, NMS 0.4), opencv "
                     + cv2.__version__,

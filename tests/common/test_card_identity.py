@@ -16,11 +16,13 @@ import yaml
 from edugate.common.card_identity import (
     CardIdentityError,
     CardIdentityRule,
+    Read,
     ReaderIdentity,
     canonical,
 )
 from edugate.common.privacy import (
     CardRuleError,
+    KeyFileError,
     Pseudonymizer,
     load_or_create_key,
     open_school_key,
@@ -31,7 +33,8 @@ from edugate.drivers.wedge.driver import WedgeConfig, interpret
 from edugate.drivers.wiegand.codec import decode, encode, encode26
 from edugate.gateway.config import ConfigError, parse_config
 from edugate.simulators.em4100 import EM4100Simulator
-from tests.helpers import REPO
+from edugate.simulators.wedge_serial import card_text
+from tests.helpers import REPO, wait_for
 
 EM = bytes.fromhex("0A1B2C3D4E")  # a 125 kHz card's 40-bit EM ID: facility 0x2C = 44, number 0x3D4E = 15694
 UID4 = bytes.fromhex("04A22B1C")  # a 13.56 MHz card's UID, card order
@@ -94,6 +97,11 @@ def test_a_1356mhz_uid_in_either_byte_order_4_or_7_bytes() -> None:
     assert canonical(w26_of_7, "wiegand26", rule(nfc=3), NFC) == canonical(UID7, "iso14443a", rule(nfc=3))
     with pytest.raises(CardIdentityError, match=r"3 bytes of a 13\.56 MHz UID; the school's rule keeps 4"):
         canonical(w26_of_7, "wiegand26", rule(nfc=4), NFC)
+    # 4- and 7-byte cards at one decimal little-endian wedge typing whole UIDs: uid_bytes: 7 and nfc_bytes: 4
+    mixed = wedge("decimal", uid_bytes=7, byte_order="little")
+    for uid in (UID4, UID7):
+        typed = interpret(str(int.from_bytes(uid, "little")), mixed)
+        assert canonical(typed, "keyboard", rule(nfc=4), NFC) == canonical(uid, "iso14443a", rule(nfc=4)) == uid[:4]
 
 
 def test_readers_that_do_not_say_their_cards_and_barcodes() -> None:
@@ -202,6 +210,46 @@ def test_a_key_from_before_rules_made_its_pseudonyms_as_read(tmp_path: Path) -> 
     assert read_rule_record(key) == (1, "prox_bits=40 nfc_bytes=all")
 
 
+def test_a_damaged_rule_record_stops_the_gateway_with_what_to_do(tmp_path: Path) -> None:
+    key = tmp_path / "school.key"
+    open_school_key(key, rule(prox=24))
+    for damage in (b"", b"\xff\xfe garbage", b'{"version": "one"}', b"[1, 2]"):
+        rule_record_path(key).write_bytes(damage)
+        with pytest.raises(KeyFileError, match=rf"^{rule_record_path(key)}: not a card rule record .*restore it "
+                           "from the backup of the key"):
+            open_school_key(key, rule(prox=24))
+        assert rule_record_path(key).read_bytes() == damage, "a damaged record is left for the operator to see"
+
+
+def test_the_demo_schools_mixed_readers_give_one_card_one_number() -> None:
+    """The demo school's readers (EM4100 doors, a PN532, the library self-check station's 125 kHz reader, a serial
+    desk wedge typing decimal little-endian) under its rule: one 125 kHz card is one number at the EM4100 readers
+    and at the station; one 13.56 MHz card is one number at the PN532 and at the desk wedge (what the wedge sends,
+    through the driver's own decoding)."""
+    from edugate.gateway.config import load_config
+
+    cfg = load_config(REPO / "cli" / "demo-school.yaml")
+    school = cfg.privacy.card_identity
+    assert school is not None
+    readers = {d.id: d for d in cfg.devices if getattr(d, "card_identity", None) is not None
+               or d.driver in ("em4100", "pn532")}
+    assert {d.driver for d in readers.values()} >= {"em4100", "pn532", "library-selfcheck"}, "the demo mixes families"
+    prox = {canonical(EM, "station" if d.driver == "library-selfcheck" else "em4100", school, d.card_identity)
+            for d in readers.values() if d.driver in ("em4100", "library-selfcheck")}
+    assert len(prox) == 1
+    assert canonical(UID7, "iso14443a", school, readers["c10a-reader"].card_identity) == UID7
+    desk = readers["library-desk"]
+    assert isinstance(desk, WedgeConfig) and desk.source == "serial", "the desk reader the demo can simulate"
+    sent = card_text(UID4, desk.format, desk.byte_order)  # type: ignore[arg-type]
+    assert sent == str(int.from_bytes(UID4[::-1], "big")).zfill(10), "ten digits of the reversed bytes"
+    typed = interpret(sent, desk)
+    at_desk = canonical(typed, "keyboard", school, desk.card_identity)
+    assert at_desk == canonical(UID4, "iso14443a", school, readers["c10a-reader"].card_identity) == UID4
+    families = {"pn532", "wedge"}
+    assert families <= {d.driver for d in readers.values() if d.card_identity is None or d.card_identity.family
+                        in (None, "nfc")}, "one 13.56 MHz card is shared by two reader families"
+
+
 def test_edugate_run_refuses_to_start_under_another_rule(tmp_path: Path) -> None:
     key = tmp_path / "school.key"
     open_school_key(key, rule(prox=24))
@@ -253,6 +301,32 @@ def test_card_check_tells_same_card_and_which_rule_would_match(tmp_path: Path) -
             assert form not in result.stdout + result.stderr, f"card-check printed a card number ({form})"
 
 
+def test_pasted_reads_of_every_family_printed_numbers_and_7_byte_uids() -> None:
+    """The reads people paste into card-check (and write in rosters) name the card the drivers' reads name."""
+    from edugate.common.card_identity import parse_read, same_card
+
+    em = parse_read(f"em4100:{EM.hex()}")
+    ten = parse_read(f"printed:{int.from_bytes(EM[1:], 'big'):010d}")
+    fc = parse_read(f"printed:{EM[2]:03d},{int.from_bytes(EM[3:], 'big')}")
+    w26, w34 = parse_read(f"w26:{int.from_bytes(EM[2:], 'big')}"), parse_read(f"w34:{int.from_bytes(EM[1:], 'big')}")
+    assert all(same_card(em, other, rule(prox=24)) for other in (ten, fc, w26, w34))
+    assert all(same_card(em, other, rule(prox=32)) for other in (ten, w34))
+    assert not same_card(em, fc, rule(prox=32)) and not same_card(em, ten, rule(prox=40))
+    nfc7 = parse_read(f"nfc:{UID7.hex(':')}")
+    for spelled in (f"hex:{UID7.hex()}", f"dec:{int.from_bytes(UID7, 'big')}",
+                    f"dec-le:{int.from_bytes(UID7, 'little')}"):
+        assert same_card(nfc7, parse_read(spelled), rule(), "nfc"), spelled
+    reversed_hex = parse_read(f"hex:{UID7[::-1].hex()}")
+    assert not same_card(nfc7, reversed_hex, rule(), "nfc")
+    assert same_card(nfc7, Read("keyboard", reversed_hex.raw, ReaderIdentity(family="nfc", byte_order="reversed")),
+                     rule())
+    assert same_card(nfc7, parse_read(f"w34:{int.from_bytes(UID7[:4], 'big')}"), rule(nfc=4), "nfc")
+    for bad in ("printed:12345", "w26:256,1", "nfc:04A2B", "em4100:0A1B2C3D", "dec:12ab", "w34:4294967296"):
+        with pytest.raises(ValueError) as e:
+            parse_read(bad)
+        assert bad.partition(":")[2] not in str(e.value), "an error never repeats the read"
+
+
 async def test_card_check_reads_a_tap_on_a_configured_reader(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(yaml.safe_dump({
@@ -263,7 +337,7 @@ async def test_card_check_reads_a_tap_on_a_configured_reader(tmp_path: Path) -> 
     async with EM4100Simulator(tmp_path / "ttyLAB") as reader:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edugate.cli.main", "card-check", "-c", str(config), "--tap", "lab-door",
-            f"gate=w26:{EM[2]},{int.from_bytes(EM[3:], 'big')}", "--timeout", "20", cwd=REPO,
+            f"gate=w26:{EM[2]},{int.from_bytes(EM[3:], 'big')}", "--timeout", "20", "--log-level", "DEBUG", cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert proc.stdout is not None
         prompt = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -274,6 +348,7 @@ async def test_card_check_reads_a_tap_on_a_configured_reader(tmp_path: Path) -> 
     text = prompt.decode() + out.decode() + err.decode()
     assert proc.returncode == 0, text
     assert "read B: em4100 at lab-door (125 kHz card, 40 bits of the EM ID)" in text and "SAME CARD" in text
+    assert "DEBUG" in text and "reading cards" in text, "the scan must see the driver's log, every level"
     assert not any(form in text for form in spellings(EM))
 
 
@@ -339,3 +414,40 @@ async def test_a_read_the_rule_cannot_map_is_counted_and_signalled_and_the_next_
     assert driver.health.counters["unmapped_reads"] == driver.health.counters["unmapped_reads.too_narrow"] == 1
     assert "a keyboard reader reports 16 bits of a 125 kHz card; the school's rule keeps 24" in caplog.text
     assert not any(form in caplog.text + str(driver.health.as_dict()) for form in spellings(EM) | {EM[-2:].hex()})
+
+
+KEY_MAKER = """
+import sys
+from pathlib import Path
+from edugate.common.card_identity import CardIdentityRule
+from edugate.common.privacy import open_school_key
+root, rule = Path(sys.argv[1]), CardIdentityRule(version=3, prox_bits=24)
+print("ready", flush=True)
+for n in range(1_000_000):
+    open_school_key(root / str(n) / "school.key", rule)
+"""
+
+
+def test_a_gateway_killed_while_making_its_first_key_starts_under_its_rule(tmp_path: Path) -> None:
+    """``kill -9`` at random points of first starts (a new key, its rule recorded): every first start that got
+    as far as a key file leaves the key whole and its rule recorded, so the next start runs under that rule."""
+    import random
+    import signal
+
+    rng = random.Random(22)
+    for cycle in range(6):
+        root = tmp_path / str(cycle)
+        proc = subprocess.Popen([sys.executable, "-c", KEY_MAKER, str(root)], stdout=subprocess.PIPE, cwd=REPO)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        made = rng.randrange(1, 12)  # first starts before the kill lands, somewhere in one of them
+        wait_for(lambda r=root, m=made: len(list(r.glob("*"))) >= m, 10, "first starts to run")  # type: ignore[misc]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    dirs = list(tmp_path.glob("*/*"))
+    assert len(dirs) > 6, "the gateway must have been killed in the middle of its work"
+    for folder in dirs:
+        key = folder / "school.key"
+        if key.exists():  # the next start: the key is whole, its rule recorded
+            assert len(load_or_create_key(key)) == 32
+            assert read_rule_record(key) == (3, "prox_bits=24 nfc_bytes=all"), folder
+        assert open_school_key(key, rule(prox=24, version=3)).rule == rule(prox=24, version=3)

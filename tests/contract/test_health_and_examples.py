@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edugate.common.privacy import Pseudonymizer
-from edugate.contract.state import HEALTH_BOOLEAN_VALUES, HEALTH_CORE_VALUES
+from edugate.contract.state import HEALTH_BOOLEAN_VALUES, HEALTH_CORE_VALUES, HEALTH_DOWNLINK_VALUES, HEALTH_VALUES
 from tests.helpers import REPO
 
 CONTRACT = (REPO / "docs" / "mqtt-contract.md").read_text(encoding="utf-8")
@@ -30,7 +30,7 @@ def documented_health_values() -> list[str]:
 
 
 def test_the_contract_lists_what_asyncapi_defines(health_schema: dict[str, Any]) -> None:
-    assert sorted(set(documented_health_values())) == sorted(health_schema["properties"])
+    assert sorted(set(documented_health_values())) == sorted(health_schema["properties"]) == sorted(HEALTH_VALUES)
     assert set(health_schema["required"]) == set(HEALTH_CORE_VALUES)
 
 
@@ -43,8 +43,8 @@ def test_clock_synced_is_a_boolean_in_the_health_record_and_the_state(health_sch
 
 
 def test_the_command_counters_are_in_the_contract() -> None:
-    assert {"commands_received", "commands_ok", "commands_failed", "commands_rejected"} <= \
-        set(documented_health_values())
+    assert {"commands_received", "commands_ok", "commands_failed", "commands_rejected"} == \
+        set(HEALTH_DOWNLINK_VALUES) <= set(documented_health_values())
 
 
 def test_pseudonyms_in_the_examples_have_the_real_format() -> None:

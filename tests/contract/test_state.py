@@ -44,13 +44,15 @@ def test_central_parses_what_the_contract_defines() -> None:
            "devices": {"probe": {"state": DeviceState.OFFLINE.value, "error_count": 3, "last_error": "timeout",
                                  "driver": "modbus", "room": "lab-1"}},
            "models": {"anomaly-fridge": {"version": "2026.12.0", "sha256": "ab" * 32, "loaded": True, "error": None,
-                                         "calls": 12, "overruns": 0, "p99_ms": 0.4}}}
+                                         "calls": 12, "overruns": 0, "p99_ms": 0.4}},
+           "card_rule": {"version": 1, "fingerprint": "32bb1b3f"}}
     assert set(doc) == set(STATE_FIELDS) - {"reason"}
     assert set(doc["models"]["anomaly-fridge"]) == set(MODEL_ENTRY_FIELDS)  # type: ignore[index]
     assert set(doc["devices"]["probe"]) == set(DEVICE_ENTRY_FIELDS)  # type: ignore[index]
     parsed, problems = parse_state(orjson.dumps(doc))
     assert problems == []
     assert parsed is not None and parsed.online
+    assert (parsed.card_rule.version, parsed.card_rule.fingerprint) == (1, "32bb1b3f")  # type: ignore[union-attr]
     assert [(d.device, d.state, d.error_count, d.last_error) for d in parsed.devices] == \
         [("probe", "offline", 3, "timeout")]
     will, _ = parse_state(orjson.dumps(offline_will()))

@@ -31,7 +31,7 @@ from edugate.simulators.em4100 import EM4100Simulator
 from edugate.simulators.pn532 import PN532Simulator
 from edugate.simulators.wedge import FakeKeyboard
 from edugate.simulators.wiegand import FakeWiegandReader
-from tests.helpers import Collector, outbox_state, send_command, wait_async
+from tests.helpers import Collector, outbox_state, send_command, wait_async, wait_for
 from tests.vmquery import export
 
 PROX = bytes.fromhex("0A1B2C3D4E")  # a 125 kHz card: its 40-bit EM ID (facility 0x2C = 44, number 0x3D4E = 15694)
@@ -88,14 +88,20 @@ def config(tmp_path: Path, broker_port: int, central_key: Path) -> dict[str, Any
     }
 
 
+def files(folder: Path, pattern: str) -> str:
+    return b"".join(p.read_bytes() for p in sorted(folder.glob(pattern))).decode("latin-1")
+
+
 def places_to_scan(gateway_log: Path, ingest_log: Path, workdir: Path, collector: Collector,
                    store: list) -> dict[str, str]:
     return {
         "gateway log": gateway_log.read_text(errors="replace"),
         "ingest log": ingest_log.read_text(errors="replace"),
-        "outbox": b"".join(p.read_bytes() for p in workdir.glob("outbox.sqlite*")).decode("latin-1"),
+        "outbox": files(workdir, "outbox.sqlite*"),
+        "gateway's other files": files(workdir, "school.key.*"),  # the recorded rule (the key itself is no UID)
         "MQTT traffic": b"\n".join(collector.raw).decode("latin-1"),
         "VictoriaMetrics": json.dumps(store),
+        "central event store": files(ingest_log.parent, "events.sqlite*"),
     }
 
 
@@ -218,6 +224,8 @@ async def test_one_card_one_pseudonym_at_every_reader(
     everything = export(victoria.url, '{__name__=~".+"}')
     places = places_to_scan(gateway_log, ingest, tmp_path / "gw", collector, everything)
     assert p_prox in places["MQTT traffic"] and len(everything) > 0, "the scan must see what crossed the broker"
+    wait_for(lambda: p_nfc in files(ingest.parent, "events.sqlite*"), 20, "the taps in central's event store")
+    places["central event store"] = files(ingest.parent, "events.sqlite*")
     assert "reading cards" in places["gateway log"], "the scan must see the gateway's log"
     for uid in (PROX, OTHER, NFC):
         for form in spellings(uid):

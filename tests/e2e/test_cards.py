@@ -69,11 +69,12 @@ async def test_taps_reach_central_as_pseudonyms_and_no_uid_leaks(
         await wait_async(lambda: gw.log().count(": reading cards") >= 2, 20, "both readers to open their ports")
         # Two taps at one reader are at least a few ms apart in life; the store keeps one sample per series
         # and millisecond (dedup), so taps in the same millisecond would count once there (documented).
+        # Each next tap waits until the previous ones were published: stamped, so in a later millisecond.
         door.tap(ALLOWED, repeats=3)  # a held card sends several frames: one tap
-        await asyncio.sleep(0.05)
+        await wait_async(lambda: len(collector.records["event"]) >= 1, 20, "the first tap at the door")
         door.tap(DENIED)
         room.tap(ALLOWED)
-        await asyncio.sleep(0.05)
+        await wait_async(lambda: len(collector.records["event"]) >= 3, 20, "the second door tap and the room's")
         room.tap(DENIED, repeats=2)
         events = await wait_async(lambda: len(collector.records["event"]) >= 4 and collector.records["event"], 20,
                                   "four tap events")

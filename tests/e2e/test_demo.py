@@ -26,6 +26,10 @@ def test_demo_school_reaches_central(tmp_path: Path) -> None:
         taps = wait_for(lambda: (t := demo.taps()) and "attendance" in t and any(k.startswith("door/") for k in t)
                         and t, 60, "attendance and door taps stored centrally", interval=1)
         assert sum(taps.values()) >= 2
+        # the library desk's serial wedge (a second 13.56 MHz reader family beside the PN532) is read too
+        wait_for(lambda: demo.query('count_over_time(edugate_event_count{school="demo-school",type="card_tap",'
+                                    'device="library-desk"}[1h])'), 60, "a tap at the library desk's wedge",
+                 interval=1)
         library = wait_for(lambda: (lib := demo.library()).get("visitors_in") and lib.get("loan") and lib, 60,
                            "library visitors and loans stored centrally", interval=1)
         assert library["visitors_in"] >= 1

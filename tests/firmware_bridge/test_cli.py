@@ -27,6 +27,9 @@ def test_sign_then_check_like_a_gateway(tmp_path: Path) -> None:
 
     ok = _run(cli, "check", str(image), "--board", "microbit-v2", "--running", "1.0.3", "--pubkey", f"{keys}.pub.pem")
     assert (ok.returncode, ok.stdout.strip()) == (0, "ok: kit-1.1.0.bin may update a microbit-v2 from 1.0.3 to 1.1.0")
+    same = _run("edugate.cli", "kit", "check", str(image), "--board", "microbit-v2", "--running", "1.0.3", "--pubkey",
+                f"{keys}.pub.pem")  # `edugate kit check`, as docs/firmware-bridge.md section 10 has it
+    assert (same.returncode, same.stdout.strip()) == (ok.returncode, ok.stdout.strip()), same.stderr
 
     down = _run(cli, "check", str(image), "--board", "microbit-v2", "--running", "1.2.0", "--pubkey", f"{keys}.pub.pem")
     assert down.returncode == 1 and "refused: downgrade: image version 1.1.0 is not newer" in down.stderr

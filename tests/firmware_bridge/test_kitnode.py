@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from edugate.firmware_bridge.node import kitnode
@@ -98,3 +100,32 @@ def test_hello_request_makes_the_node_introduce_itself_again(tmp_path: Path) -> 
     [refusal_hello] = h.gateway_sends(HelloRequest((2, 3)), 4)  # a gateway that speaks only newer versions
     assert isinstance(refusal_hello.message, Hello)
     assert h.node.refused
+
+
+MICROBIT_NODE = r"""
+import sys
+for missing in ("json", "hashlib", "uhashlib", "binascii", "ubinascii"):  # what micro:bit MicroPython lacks
+    sys.modules[missing] = None
+sys.path.insert(0, sys.argv[1])
+import kitnode, edulink
+
+out = []
+node = kitnode.KitNode(node_id="mb-1", board="microbit-v2", sensors=[kitnode.Sensor("temperature", "C", lambda: 21.0)],
+                       actuators=[], write=out.append, clock_ms=lambda: 0, state_dir=None)
+node.receive(edulink.encode_frame(edulink.ACK, 0, edulink.pack_ack(0)))
+node.receive(edulink.encode_frame(edulink.FW_BEGIN, 1, b"\x02\x00{}" + bytes(64)))
+sys.stdout.write(b"".join(out).hex())
+"""
+
+
+def test_the_node_runs_without_the_modules_a_microbit_lacks() -> None:
+    """micro:bit MicroPython has no json, hashlib or binascii: the node (no slots there) still links and says why it
+    cannot update, with its own CRC-32."""
+    node_dir = Path(kitnode.__file__).parent
+    run = subprocess.run([sys.executable, "-I", "-c", MICROBIT_NODE, str(node_dir)], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 0, run.stderr
+    splitter = FrameSplitter()
+    frames = [f for f in splitter.feed(bytes.fromhex(run.stdout)) if isinstance(f, Frame)]
+    assert isinstance(frames[0].message, Hello) and frames[0].message.firmware == "1.0.0"
+    assert frames[-1].message == Nack(1, Reason.FW_IO_ERROR, "this board has no firmware slots: it is updated over USB")

@@ -84,8 +84,8 @@ async def test_a_node_speaking_another_protocol_version_is_refused_by_name(
     async with gateway_end(kit) as (session, problems):
         with pytest.raises(KitRefused) as info:
             await session.handshake(5)
-        assert str(info.value) == ("kit refused: it speaks protocol version 2 is not supported: this gateway speaks "
-                                   "protocol version 1")
+        assert str(info.value) == ("kit refused: it speaks protocol version 2, not spoken here (protocol version 2 is "
+                                   "not supported: this gateway speaks protocol version 1)")
         assert session.hello is None
         assert session.counters["refused_version"] >= 1
         assert "version" in problems.kinds()

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from edugate.central.command_tools import app as cli_app
+from edugate.common.ratelimit import LimitedLog
 from edugate.contract import __version__
 from edugate.drivers.base import CommandError
 from edugate.gateway.downlink.commands import (
@@ -536,3 +537,23 @@ def test_keygen_and_sign(tmp_path: Path, rig: Rig) -> None:
     assert bad.exit_code == 2 and "must be a JSON object" in bad.output
     missing = runner.invoke(cli_app, ["sign", "--key", str(private), "--name", "ping"])
     assert missing.exit_code == 2 and "missing --school, --gateway" in missing.output
+
+
+def test_a_flood_of_rejections_is_logged_once_per_burst_with_a_count(rig: Rig,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    assert all(rig.send(b"{oops")["code"] == "bad_json" for _ in range(25))  # every one is answered...
+    logged = [r.getMessage() for r in caplog.records if "command rejected" in r.getMessage()]
+    assert len(logged) == 20  # ...but only the default burst of 20 per 10 s reaches the journal
+
+    now = [0.0]
+    rig.downlink.rejection_log = LimitedLog(logging.getLogger("edugate.gateway.downlink.commands"), burst=2,
+                                            window_s=60, clock=lambda: now[0])
+    caplog.clear()
+    for _ in range(5):
+        rig.send(b"{oops")
+    now[0] = 61.0
+    rig.send(b"{oops")
+    logged = [r.getMessage() for r in caplog.records if "command rejected" in r.getMessage()]
+    assert len(logged) == 3 and "(bad_json)" in logged[0]
+    assert logged[-1].endswith("(3 more like it were not logged)")
+    assert rig.downlink.stats.rejected == 31

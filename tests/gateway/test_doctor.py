@@ -189,6 +189,24 @@ def test_a_silent_device_fails_and_one_at_the_wrong_baudrate_too(tmp_path: Path)
     assert result.verdict is Verdict.FAIL and "no line end" in result.message and "baudrate" in (result.fix or "")
 
 
+def test_the_driver_says_which_devices_are_listened_to(tmp_path: Path) -> None:
+    """No driver names in the doctor: a config model with ``streams_on`` is listened to, one without is not."""
+    from edugate.drivers.registry import driver_class
+    from edugate.gateway.doctor import checks
+
+    source = Path(checks.__file__).read_text()
+    assert '"gps-nmea"' not in source and '"thermometer"' not in source
+    assert {name for name in ("gps-nmea", "thermometer", "em4100", "pn532", "modbus")
+            if getattr(driver_class(name).config_model, "streams_on", None)} == {"gps-nmea", "thermometer"}
+    with Talker(b"T=21.50\r\n") as probe:
+        thermo = {"id": "lab-probe", "driver": "thermometer", "port": probe.path}
+        em4100 = {"id": "door-reader", "driver": "em4100", "port": probe.path}
+        results = doctor(write_config(tmp_path, devices=[thermo, em4100]))
+    heard = results["device:lab-probe"]
+    assert heard.verdict is Verdict.OK and f"{probe.path} sends (" in heard.message
+    assert "sends" not in results["device:door-reader"].message  # a card reader speaks when a card comes
+
+
 def test_a_port_held_by_the_running_gateway_is_not_listened_to(tmp_path: Path) -> None:
     import serial
 

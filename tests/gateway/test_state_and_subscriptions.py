@@ -75,6 +75,8 @@ def test_health_record_and_state_use_one_type_for_clock_synced(broker: Mosquitto
     for name in HEALTH_BOOLEAN_VALUES:  # booleans on the wire, as the contract and the AsyncAPI schema say
         assert type(health[name]) is bool, (name, health[name])
     assert all(type(v) is not bool for k, v in health.items() if k not in HEALTH_BOOLEAN_VALUES)
+    [final] = [line.split("gateway stopped: ", 1)[1] for line in gw.log().splitlines() if "gateway stopped: " in line]
+    assert type(json.loads(final)["clock_synced"]) is bool, "the journal's last line says what the wire says"
 
 
 def test_clean_shutdown_reports_every_device_stopped(broker: Mosquitto, tmp_path: Path) -> None:

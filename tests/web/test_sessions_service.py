@@ -3,6 +3,7 @@ a running session that survives a restart, the row and session limits, CSV and c
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -17,6 +18,7 @@ from edugate.gateway.runtime.clock import Clock
 from edugate.gateway.runtime.outbox import Outbox
 from edugate.gateway.runtime.pipeline import Pipeline
 from edugate.gateway.services.sessions import SessionError, SessionsService, StartArgs, StopArgs
+from tests.helpers import wait_for_async
 
 DEVICES = {"probe-a": "lab-1", "probe-b": "lab-1", "probe-c": "lab-2"}
 T0 = 1_796_000_000.0
@@ -107,3 +109,82 @@ async def test_limits_refusals_and_commands(outbox: Outbox, tmp_path: Path) -> N
     assert [s.name for s in sessions.listing()] == ["Third", "Second"], "the oldest finished session was deleted"
     assert not list((tmp_path / "s").glob(f"{started['id']}*"))
     assert sessions.status() == {"running": [], "sessions": 2, "rows": 0}
+
+
+async def test_a_row_cut_short_by_a_kill_is_dropped_and_recording_goes_on_cleanly(outbox: Outbox,
+                                                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "sessions"
+    first = service(folder)
+    pipe = Pipeline(outbox, Clock("always"), DEVICES, rules=[first.stage])
+    session = first.start("Cooling curve", ["probe-a"], by="ms-lan", now=T0)
+    for i in range(3):
+        await pipe.submit(Reading("probe-a", {"temperature": 30.0 - i}, ts=T0 + i))
+    first._files[session.id].flush()
+    rows_file = folder / f"{session.id}.jsonl"
+    with rows_file.open("a") as fh:  # kill -9 in the middle of writing the fourth row
+        fh.write('[1796000003000,"probe-a",{"tempe')
+    again = service(folder)
+    assert again.get(session.id).rows == 3  # type: ignore[union-attr]
+    pipe = Pipeline(outbox, Clock("always"), DEVICES, rules=[again.stage])
+    await pipe.submit(Reading("probe-a", {"temperature": 26.5}, ts=T0 + 10))
+    again._files[session.id].flush()
+    assert [v["temperature"] for _, _, v in again.rows(session.id)] == [30.0, 29.0, 28.0, 26.5]
+    assert rows_file.read_text().count("\n") == 4 and again.get(session.id).rows == 4  # type: ignore[union-attr]
+
+
+async def test_start_and_stop_events_not_in_the_outbox_when_the_gateway_dies_are_sent_after_the_restart(
+        outbox: Outbox, tmp_path: Path) -> None:
+    """Central finds a session from its start and stop events: kill -9 between starting (or stopping) and the
+    service's task putting them in the outbox must not lose them."""
+    folder = tmp_path / "sessions"
+    first = service(folder)
+    session = first.start("Titration", ["probe-a", "probe-b"], by="ms-lan", now=T0)  # its task never runs
+    again = service(folder)  # the restart
+    events = again.take_events()
+    assert [(e.device, e.data["action"], e.ts) for e in events] == [
+        ("probe-a", "started", T0), ("probe-b", "started", T0)]
+    again.stop(session.id, by="ms-lan", now=T0 + 30)  # stopped; dies again before sending
+    third = service(folder)
+    stopped = third.take_events()
+    assert [(e.device, e.data["action"], e.data["duration_s"]) for e in stopped] == [
+        ("probe-a", "stopped", 30.0), ("probe-b", "stopped", 30.0)]
+    assert service(folder).take_events() == []  # sent once: nothing left after another restart
+    assert "unsent" not in third.get(session.id).meta()  # type: ignore[union-attr]
+
+    # the service's own task sends what is queued and then marks it sent on disk
+    fourth = service(folder)
+    other = fourth.start("Pendulum", ["probe-c"], by="ms-lan", now=T0 + 60)
+    pipe = Pipeline(outbox, Clock("always"), DEVICES, rules=[fourth.stage])
+    committed: list[dict] = []
+
+    async def emit(item: Reading) -> dict | None:
+        record = await pipe.submit(item)
+        committed.append(record or {})
+        return record
+
+    task = asyncio.create_task(fourth.run(emit))
+    try:
+        await wait_for_async(lambda: committed, 10, "the start event committed")
+    finally:
+        task.cancel()
+    assert committed[0]["type"] == "session" and committed[0]["data"]["session"] == other.id
+    assert service(folder).take_events() == []
+
+
+async def test_stopping_the_service_as_it_wakes_up_stops_it(tmp_path: Path) -> None:
+    """A cancellation that meets the wake-up must not be lost (Python 3.11's ``asyncio.wait_for`` drops it,
+    gh-86296), or stopping the gateway waits for ever."""
+    sessions = service(tmp_path / "sessions")
+
+    async def emit(item: object) -> None:
+        return None
+
+    for _ in range(20):  # the interleaving depends on the loop's order: try it a few times
+        task = asyncio.create_task(sessions.run(emit))
+        await wait_for_async(lambda: getattr(sessions, "_wakeup", None) is not None and sessions._wakeup._waiters,
+                             5, "the service waiting")
+        sessions._wakeup.set()
+        await asyncio.sleep(0)  # the inner wait completes in this turn of the loop ...
+        task.cancel()  # ... as the cancellation arrives
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled(), "the service kept running after it was cancelled"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,16 +22,6 @@ def skip_without_rabbitmq() -> None:
         rabbit_binary("rabbitmq-server")
     except FileNotFoundError:
         pytest.skip("rabbitmq-server is not installed (apt-get install -y rabbitmq-server)", allow_module_level=True)
-
-
-def queued_probe_readings(outbox_path: Path) -> set[int]:
-    """The counter values 'n' of the probe's readings still in a gateway's outbox (never acknowledged)."""
-    conn = sqlite3.connect(f"file:{outbox_path}?mode=ro", uri=True)
-    try:
-        return {json.loads(p)["values"]["n"] for (p,) in conn.execute("SELECT payload FROM telemetry")
-                if json.loads(p)["device"] == "probe"}
-    finally:
-        conn.close()
 
 
 def central_yaml(tmp_path: Path, cluster: RabbitCluster, vm: VictoriaMetrics, name: str, replicas: int) -> Path:

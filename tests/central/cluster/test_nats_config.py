@@ -45,7 +45,8 @@ def test_central_yaml_selects_nats_and_postgres(tmp_path: Path, victoria: Victor
         conf.write_text(yaml.safe_dump({
             "store": {"url": victoria.url},
             "ingest": {"client_id": "w1", "transport": "nats", "stats_file": "w1.json", "stats_interval_s": 0.1,
-                       "nats": {"servers": cluster.nats_urls, "replicas": 1, "max_bytes_mb": 64}},
+                       "nats": {"servers": cluster.nats_urls, "replicas": 1, "max_bytes_mb": 64,
+                                "source": "stream"}},  # not the default (auto): the key reaches the worker
             "events": {"postgres_dsn": postgres.dsn},
         }))
         with (tmp_path / "w1.log").open("wb") as log:
@@ -79,6 +80,7 @@ def test_central_yaml_selects_nats_and_postgres(tmp_path: Path, victoria: Victor
         finally:
             proc.terminate()
             assert proc.wait(20) == 0, (tmp_path / "w1.log").read_text()
+        # ingest.nats.source: stream, as central.yaml said (auto would pull $MQTT_msgs on 2.10+: docs/central.md 6)
         assert "pulling from stream EDUGATE" in (tmp_path / "w1.log").read_text()
         out = subprocess.run([sys.executable, "-m", "edugate.cli.main", "events", "--config", str(conf),
                               "--gateway", "gw-a", "--limit", "3"], capture_output=True, text=True, cwd=REPO,

@@ -24,12 +24,11 @@ from tests.central.cluster.rabbit_helpers import (
     QUEUE,
     declare,
     queue_idle,
-    queued_probe_readings,
     skip_without_rabbitmq,
     start_worker,
 )
+from tests.central.cluster.store_check import check_store
 from tests.helpers import GatewayProcess, ingest_stats, wait_for
-from tests.vmquery import export
 
 skip_without_rabbitmq()
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
@@ -54,29 +53,6 @@ def raw_store(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     vm.start()
     yield vm
     vm.stop()
-
-
-def check_store(gws: list[GatewayProcess], victoria: VictoriaMetrics) -> tuple[dict[str, set[int]], int, int]:
-    """Per gateway, the acknowledged readings (gone from its outbox) that are not in the store; asserts that a
-    reading stored more than once has one timestamp (a redelivery, stored once with deduplication on). Also
-    returns the copies written more than once and the distinct readings that share a millisecond."""
-    lost, copies, shared_ms = {}, 0, 0
-    for g in gws:
-        name = g.config["gateway"]
-        queued = queued_probe_readings(g.outbox_path)
-        series = export(victoria.url, f'edugate_n{{gateway="{name}",device="probe"}}')
-        assert len(series) == 1, series
-        stamps: dict[int, set[int]] = {}
-        for value, ts in zip(series[0]["values"], series[0]["timestamps"], strict=True):
-            stamps.setdefault(int(value), set()).add(ts)
-        assert all(len(ts) == 1 for ts in stamps.values()), "one reading stored under two timestamps"
-        copies += len(series[0]["values"]) - len(stamps)
-        per_ms = [next(iter(ts)) for ts in stamps.values()]
-        shared_ms += len(per_ms) - len(set(per_ms))
-        top = max(set(stamps) | queued)
-        assert top > 300, "too little load to prove anything"
-        lost[name] = set(range(1, top + 1)) - queued - set(stamps)
-    return lost, copies, shared_ms
 
 
 @pytest.fixture
@@ -172,7 +148,8 @@ def test_kill_the_queue_leader_twice_and_a_worker_under_load_loses_nothing_ackno
     stats = ingest_stats(tmp_path / "w2.json")
     workers[1].terminate()
     workers[1].wait(20)
-    lost, copies, shared_ms = check_store(gws, victoria)
+    result = check_store(gws, victoria)
+    lost, copies, shared_ms = result.lost, result.copies, result.shared_ms
     print(f"\nkilled: {'; '.join(killed)}; gateways back after: {', '.join(f'{r:.2f} s' for r in reconnects)}; "
           f"worker w2: {stats['records']} records, {stats['messages_redelivered']} redelivered; both workers took "
           f"a share: {both_worked}; copies written twice (redeliveries): {copies}; distinct readings sharing a "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
@@ -162,3 +164,56 @@ def test_the_same_encrypted_packet_again_is_a_repeat_even_without_a_dedup_window
     assert not dec.decode(*heard({BTHOME_UUID: sealed}), now=1.0).duplicate  # type: ignore[union-attr]
     assert dec.decode(*heard({BTHOME_UUID: sealed}), now=2.0).duplicate  # type: ignore[union-attr]  # packet id
     assert dec.decode(*heard({BTHOME_UUID: sealed}), now=9.0).duplicate  # type: ignore[union-attr]  # bthome-ble
+
+
+def test_a_probe_sending_garbage_does_not_flood_the_log_through_bthome_ble(caplog: pytest.LogCaptureFixture) -> None:
+    """bthome-ble logs an ERROR per advertisement with an invalid version; the driver already counts and logs
+    each kind once a minute, so the package's own line comes at most once a minute per message and probe."""
+    decoder = ProbeDecoder("A4:C1:38:AB:CD:E0", "bthome")
+    with caplog.at_level(logging.WARNING):
+        for i in range(50):
+            with pytest.raises(BadAdvert) as info:
+                decoder.decode(*heard({BTHOME_UUID: bytes([0x60 + (i % 2), 0x02, i, 0x09])},
+                                      address="A4:C1:38:AB:CD:E0"), float(i))
+            assert info.value.kind == "garbled"
+    assert len([r for r in caplog.records if r.name.startswith("bthome_ble")]) <= 1
+
+
+def test_the_bthome_specs_encryption_example_byte_for_byte() -> None:
+    """An outside vector: the BTHome v2 encryption example, as bthome-ble's tests carry it
+    (``test_bindkey_correct``). The simulator encrypts to exactly these bytes; the decoder reads them."""
+    mac, key = "54:48:E6:8F:80:A5", bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+    spec = bytes.fromhex("41a47266c95f730011223378237214")  # device info, payload, counter 00112233, MIC
+    assert bthome_service_data(mac, {"temperature": 25.06, "humidity": 50.55}, bind_key=key,
+                               counter=0x33221100) == spec
+    out = ProbeDecoder(mac, "bthome", key).decode(*heard({BTHOME_UUID: spec}, address=mac), now=1.0)
+    assert out is not None and out.format == "bthome-encrypted"
+    assert out.values == {"temperature": 25.06, "humidity": 50.55}
+    with pytest.raises(BadAdvert) as info:  # the same bytes with another key
+        ProbeDecoder(mac, "bthome", bytes(16)).decode(*heard({BTHOME_UUID: spec}, address=mac), now=1.0)
+    assert info.value.kind == "wrong_key"
+
+
+OUTSIDE_181A = [  # service data and what it holds, from the Theengs decoder's tests (tests/BLE/test_ble.cpp)
+    ("A4:C1:38:D5:D4:98", "a4c138d5d49801453e510b7b62", "atc1441",
+     {"temperature": 32.5, "humidity": 62, "battery": 81, "battery_mv": 2939}, 0x62),
+    ("A4:C1:38:D5:D4:98", "a4c138d5d498ffd33e510b7b62", "atc1441",
+     {"temperature": -4.5, "humidity": 62, "battery": 81, "battery_mv": 2939}, 0x62),
+    ("A4:C1:38:CF:01:56", "5601cf38c1a44008bd13470c64cc0f", "pvvx",
+     {"temperature": 21.12, "humidity": 50.53, "battery": 100, "battery_mv": 3143}, 0xCC),
+    ("A4:C1:38:CF:01:56", "5601cf38c1a462fdbd13470c64cc0f", "pvvx",
+     {"temperature": -6.7, "humidity": 50.53, "battery": 100, "battery_mv": 3143}, 0xCC),
+    ("A4:C1:38:52:8F:62", "628f5238c1a48307e4128f0b64b40f", "pvvx",
+     {"temperature": 19.23, "humidity": 48.36, "battery": 100, "battery_mv": 2959}, 0xB4),
+]
+
+
+@pytest.mark.parametrize(("address", "raw", "fmt", "values", "counter"), OUTSIDE_181A,
+                         ids=[f"{v[2]}-{v[3]['temperature']}" for v in OUTSIDE_181A])
+def test_atc1441_and_pvvx_outside_vectors(address: str, raw: str, fmt: str, values: dict, counter: int) -> None:
+    """Real thermometers' bytes decoded by another project: our decoder agrees, and the simulator sends the
+    same bytes for the same values."""
+    assert decode_atc(bytes.fromhex(raw), address) == (fmt, values, counter)
+    args = (address, values["temperature"], values["humidity"], values["battery"], values["battery_mv"], counter)
+    sent = atc1441_service_data(*args) if fmt == "atc1441" else pvvx_service_data(*args, flags=0x0F)
+    assert sent == bytes.fromhex(raw)

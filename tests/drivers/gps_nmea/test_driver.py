@@ -28,6 +28,7 @@ from edugate.drivers.gps_nmea.driver import (
     parse_sentence,
 )
 from edugate.drivers.registry import driver_class
+from edugate.drivers.serial_link import ReopeningPort
 from edugate.simulators.gps_nmea import GpsSimulator, Route, nmea_lat, nmea_lon, sentence
 from tests.drivers.fakes import FakeEmit, until
 
@@ -259,7 +260,16 @@ async def test_a_missing_port_is_retried_without_crashing(tmp_path: Path) -> Non
         await until(lambda: driver.health.error_count >= 2)
         assert driver.health.state is DeviceState.OFFLINE
         assert "cannot open" in (driver.health.last_error or "") and not task.done()
+        assert (driver.health.last_error or "").startswith(f"{tmp_path / 'nothing-here'}: ")  # names the port
+        assert "no such serial port" in (driver.health.last_error or "")  # and says why, in plain words
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_the_port_is_kept_by_the_shared_serial_link() -> None:
+    cfg = GpsNmeaConfig.model_validate({"id": "bus-1-gps", "driver": "gps-nmea", "reopen_max_s": 2.5})
+    driver = GpsNmeaDriver(cfg)
+    assert isinstance(driver.port, ReopeningPort)  # open, back-off and reopen are written once, for every driver
+    assert (driver.port.path, driver.port.baudrate, driver.port.backoff.cap) == ("/dev/serial0", 9600, 2.5)

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi.testclient import TestClient
 
+from edugate.common.web.auth import SessionSigner, UserStore
+from edugate.common.web.site import SiteAuth
 from edugate.contract.records import Event, Reading
 from edugate.drivers.base import CommandError, DeviceState
 from edugate.drivers.kit.config import KitConfig
@@ -38,8 +41,11 @@ from edugate.firmware_bridge.protocol import (
     encode,
 )
 from edugate.firmware_bridge.update.manifest import manifest_path, sign_image
+from edugate.gateway.web.app import GatewaySite, create_gateway_app
+from edugate.gateway.web.live import LiveData
 from edugate.simulators.kit_node import KitNodeProcess
 from tests.drivers.fakes import FakeEmit, until
+from tests.web.fakes import fake_status, users_file
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -161,6 +167,7 @@ async def test_firmware_update_through_device_command(tmp_path: Path) -> None:
     try:
         async with running(kit, firmware_dir=str(fw), firmware_key=str(pub)) as (driver, emit):
             await next_of(emit, Event)
+            assert "microbit-v2 sim-kit-1, firmware 1.0.0 (slot A)" in _status_page(tmp_path, driver)
             with pytest.raises(CommandError, match=r"^wrong-board: image is for board 'esp32'"):
                 await driver.command("firmware-update", {"image": "esp-2.0.0.bin"})
             with pytest.raises(CommandError, match="must name a file"):
@@ -172,10 +179,26 @@ async def test_firmware_update_through_device_command(tmp_path: Path) -> None:
                 hello = await next_of(emit, Event)
             assert hello.data["slot"] == 1
             assert driver.health.counters["firmware_updates"] == 1
+            row = _status_page(tmp_path, driver).split('<tr data-device="lab-kit-1">')[1].split("</tr>")[0]
+            assert '<small class="about">microbit-v2 sim-kit-1, firmware 1.1.0 (slot B)</small>' in row
             emit.fresh()
             await next_of(emit, Reading)  # readings go on after the switch
     finally:
         kit.close()
+
+
+def _status_page(tmp: Path, driver: KitDriver) -> str:
+    """The gateway's status page (the real app and template) with this driver's device row, as a viewer sees it."""
+    status = fake_status() | {"devices": {driver.device_id: driver.health.as_dict() | {"driver": "kit",
+                                                                                       "room": "stem-lab"}}}
+    site = GatewaySite(status=lambda: status, live=LiveData(window_s=60))
+    auth = SiteAuth(UserStore(users_file(tmp / "users.json")), SessionSigner(b"k" * 32), "edugate_gateway_session",
+                    "edugate web-user add")
+    client = TestClient(create_gateway_app(site, auth), base_url="http://gw.local", follow_redirects=False)
+    client.post("/login", data={"username": "victor", "password": "victor-viewer-pw-1", "next": "/status"})
+    page = client.get("/status")
+    assert page.status_code == 200
+    return page.text
 
 
 class ScriptedNode:

@@ -283,3 +283,53 @@ async def test_an_event_the_pipeline_refuses_is_counted_and_does_not_block_the_n
     finally:
         task.cancel()
     assert alerts.status()["dropped_events"] == 1
+
+
+async def test_alert_events_not_in_the_outbox_when_the_gateway_dies_are_sent_after_the_restart(
+        outbox: Outbox, tmp_path: Path) -> None:
+    """kill -9 between raising (the state file says raised) and the service's task putting the event in the
+    outbox: the restarted service sends it, with its own timestamp; once sent it is not pending any more."""
+    first = service(tmp_path, fridge_rule())
+    await feed(pipeline(outbox, first), "fridge-1", [9.0])  # raised; the task that sends it never ran
+    assert [e.data["state"] for e in first.pending_events()] == ["raised"]
+    again = service(tmp_path, fridge_rule())  # the restart, from the state file only
+    assert ("fridge-too-warm", "fridge-1") in again.active
+    pipe = pipeline(outbox, again)
+    committed: list[dict[str, Any]] = []
+
+    async def emit(item: Any) -> dict[str, Any] | None:
+        record = await pipe.submit(item)
+        assert record is not None
+        committed.append(record)
+        return record
+
+    task = asyncio.create_task(again.run(emit))
+    try:
+        await wait_for_async(lambda: committed, 10, "the event from before the restart committed")
+        await feed(pipe, "fridge-1", [5.0], start=T0 + 60)
+        await wait_for_async(lambda: len(committed) == 2, 10, "the clearing committed")
+    finally:
+        task.cancel()
+    assert [(r["type"], r["data"]["state"], r["ts"]) for r in committed] == [
+        ("alert", "raised", int(T0 * 1000)), ("alert", "cleared", int((T0 + 60) * 1000))]
+    third = service(tmp_path, fridge_rule())  # another restart: nothing pending, nothing raised
+    assert third.pending_events() == [] and third.active == {}
+
+
+async def test_stopping_the_service_as_it_wakes_up_stops_it(tmp_path: Path) -> None:
+    """A cancellation that meets the wake-up must not be lost (Python 3.11's ``asyncio.wait_for`` drops it,
+    gh-86296), or stopping the gateway waits for ever."""
+    alerts = service(tmp_path, fridge_rule(), check_interval_s=300)
+
+    async def emit(item: Any) -> None:
+        return None
+
+    for _ in range(20):  # the interleaving depends on the loop's order: try it a few times
+        task = asyncio.create_task(alerts.run(emit))
+        await wait_for_async(lambda: getattr(alerts, "_wakeup", None) is not None and alerts._wakeup._waiters,
+                             5, "the service waiting")
+        alerts._wakeup.set()
+        await asyncio.sleep(0)  # the inner wait completes in this turn of the loop ...
+        task.cancel()  # ... as the cancellation arrives
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled(), "the service kept running after it was cancelled"

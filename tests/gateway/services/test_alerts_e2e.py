@@ -5,6 +5,7 @@ without a restart."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import subprocess
 import sys
@@ -12,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-from edugate.central.web.pages import Central, StateFollower, Store
+from edugate.central.web.pages import Central, StateFollower, Store, create_central_app
+from edugate.common.web.auth import SessionSigner, UserStore
+from edugate.common.web.site import SiteAuth
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics
 from edugate.simulators.thermometer import ThermometerSimulator
 from tests.e2e.conftest import central_key, ingest  # noqa: F401 - fixtures of the end-to-end tests
 from tests.helpers import REPO, Collector, GatewayProcess, outbox_state, send_command, wait_async
 from tests.vmquery import export
+from tests.web.fakes import users_file
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -121,8 +126,20 @@ async def test_a_value_crossing_the_limit_many_times_raises_one_alert_through_th
         ("fridge-too-warm", "critical"), ("fridge-naive", "info"), ("fridge-too-cold", "warning")}
     follower = StateFollower()
     follower.apply(f"edu/v1/{SCHOOL}/{GATEWAY}/state", json.dumps(collector.states[0]).encode())
-    fleet = await Central(follower, Store(victoria.url)).fleet()
+    central = Central(follower, Store(victoria.url))
+    fleet = await central.fleet()
     assert fleet["store_error"] is None
     texts = [a["text"] for a in fleet["alerts"]]
     assert f"{SCHOOL}/{GATEWAY}: warning alert fridge-too-cold at fridge-1 (bio-lab), value 1" in texts, texts
     assert not [t for t in texts if "fridge-too-warm" in t or "fridge-naive" in t]
+
+    # ... and on central's fleet page, as an operator sees it (logged in, the page from the same store)
+    auth = SiteAuth(UserStore(users_file(tmp_path / "central-users.json")), SessionSigner(b"c" * 32),
+                    "edugate_central_session", "edugate web-user add NAME --role admin --users-file x")
+    with TestClient(create_central_app(central, auth)) as client:
+        client.post("/login", data={"username": "victor", "password": "victor-viewer-pw-1"})
+        page = client.get("/fleet")
+    assert page.status_code == 200
+    alerts = page.text.split('id="alerts"', 1)[1].split("</section>", 1)[0]
+    assert "warning alert fridge-too-cold at fridge-1 (bio-lab), value 1" in html.unescape(alerts), alerts
+    assert "fridge-too-warm" not in alerts and "fridge-naive" not in alerts

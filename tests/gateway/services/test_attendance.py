@@ -57,6 +57,7 @@ async def test_attendance_tallies_survive_a_restart_mid_period(outbox: Outbox, t
     pipe = Pipeline(outbox, Clock("always"), readers, rules=[att.stage])
     await pipe.submit(tap("r10a", ALICE, "attendance", ts=local(6, 55).timestamp()))
     await pipe.submit(tap("r10a", BOB, "attendance", ts=local(7, 12).timestamp()))
+    await att.flush()  # the tally file is written off the loop, a moment after the tap
     # power cut at 07:20; the gateway is back at 07:30 and Alice taps again, Carol for the first time
     again = Attendance(TIMETABLE, TZ, readers, state_file=state)
     pipe = Pipeline(outbox, Clock("always"), readers, rules=[again.stage])
@@ -65,6 +66,7 @@ async def test_attendance_tallies_survive_a_restart_mid_period(outbox: Outbox, t
     summaries = {e.device: e.data for e in again.due(local(7, 46))}
     assert summaries == {"r10a": {"date": "2026-11-23", "period": "P1", "present": 2, "late": 1},
                          "r10b": {"date": "2026-11-23", "period": "P1", "present": 1, "late": 1}}
+    await again.flush()
     assert Attendance(TIMETABLE, TZ, readers, state_file=state).tallies == {}, "summarised tallies are forgotten"
 
 
@@ -75,6 +77,7 @@ async def test_a_period_that_ended_while_the_gateway_was_down_is_summarised_when
     att = Attendance(TIMETABLE, TZ, readers, state_file=state)
     await Pipeline(outbox, Clock("always"), readers, rules=[att.stage]).submit(
         tap("r10a", ALICE, "attendance", ts=local(7, 52).timestamp()))
+    await att.flush()
     # down from 08:00 until the next morning: P2 of the 23rd ended meanwhile
     back = Attendance(TIMETABLE, TZ, readers, state_file=state)
     events = back.due(local(6, 30, day=24))
