@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.gateway.test_no_cycles import components, imports
 
 SKIP = {"tests", "bench", "scripts", "docs", "build", "dist", "node_modules", "__pycache__"}
 
@@ -42,31 +44,6 @@ def module_files(root: Path, folders: list[str], prefix: str) -> dict[str, Path]
     return found
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def imports(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
-    """Every module name imported anywhere under ``node`` (``from a import b`` gives ``a`` and ``a.b``)."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
-            for stmt in child.orelse:
-                yield from imports(stmt, module, is_package)
-            continue
-        if isinstance(child, ast.Import):
-            yield from (alias.name for alias in child.names)
-        elif isinstance(child, ast.ImportFrom):
-            base = child.module or ""
-            if child.level:
-                package = module.split(".") if is_package else module.split(".")[:-1]
-                package = package[: len(package) - (child.level - 1)]
-                base = ".".join([*package, base] if base else package)
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in child.names)
-        yield from imports(child, module, is_package)
-
-
 def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
@@ -82,48 +59,6 @@ def import_graph(files: dict[str, Path]) -> dict[str, set[str]]:
                 if stem in files and stem != name and not name.startswith(stem + "."):
                     graph[name].add(stem)
     return graph
-
-
-def components(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for start in sorted(graph):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            v, edges = work[-1]
-            w = next(edges, None)
-            if w is not None:
-                if w not in index:
-                    index[w] = low[w] = len(index)
-                    stack.append(w)
-                    on_stack.add(w)
-                    work.append((w, iter(sorted(graph[w]))))
-                elif w in on_stack:
-                    low[v] = min(low[v], index[w])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[v])
-            if low[v] == index[v]:
-                component = []
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    component.append(w)
-                    if w == v:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,9 @@ people detector (the baseline, OpenCV limited to one thread as the camera driver
 (``--hog-frames``). Wall time and the calling thread's CPU time (onnxruntime and HOG run on it, one thread), which
 a busy machine does not inflate. Ratios: HOG's over the detector's.
 
+The attendance checks' models (``ml_models/attendance``, task ``attendance``) are timed per case: one feature row
+made by the check's own functions (a pair of taps for card sharing, a room's period for untapped heads).
+
 Targets (issue 14): anomaly ≤ 1 ms per window; detector ≤ 40 ms per 640 × 480 frame on one core.
 """
 
@@ -93,12 +96,45 @@ async def bench(calls: int, frames: int = 300, hog_frames: int = 40) -> None:
                           "features": percentiles(feats), "runner_infer": percentiles(staged),
                           "overruns_over_1ms": runners[name].status()["overruns"]}))
     for name, spec in specs.items():
+        if spec.meta.get("task") == "attendance":
+            await bench_attendance(spec, runners[name], calls)
+    for name, spec in specs.items():
         if spec.meta.get("task") == "people":
             await bench_detector(spec, runners[name], frames, hog_frames)
     print(json.dumps({"rss_mb": {"before_import": before, "onnxruntime_imported": imported,
                                  "all_models_loaded": loaded, "models": len(specs)}}))
     for runner in runners.values():
         runner.close()
+
+
+async def bench_attendance(spec: Any, runner: Any, calls: int) -> None:
+    """An attendance check's model per case (one pair of taps, or one period of a room), features made by the same
+    functions the check uses, direct and through the runner."""
+    from edugate.gateway.inference import load
+    from edugate.ml_models.attendance.checks import sharing_features, untapped_features
+
+    if spec.name.endswith("card-shared"):
+        row = sharing_features(180.0, 40.0, 2, 3.0, 4.5)  # two taps 180 m apart, 40 s apart, two floors
+    else:
+        row = untapped_features(27, [31.0, 32.0, 30.0, 33.0, 31.0, 32.0], True, 1.0)
+    x = np.asarray([row], dtype=np.float32)
+    model = load(spec)
+    feed, output = spec.inputs[0].name, spec.meta["score_output"]
+    direct, features, staged = [], [], []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        row = sharing_features(180.0, 40.0, 2, 3.0, 4.5) if spec.name.endswith("card-shared") else \
+            untapped_features(27, [31.0, 32.0, 30.0, 33.0, 31.0, 32.0], True, 1.0)
+        t1 = time.perf_counter()
+        model.run({feed: x}, [output])
+        direct.append((time.perf_counter() - t1) * 1000)
+        features.append((t1 - t0) * 1000)
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await runner.infer({feed: x}, [output])
+        staged.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps({"model": spec.name, "version": spec.version, "calls": calls, "session_run": percentiles(direct),
+                      "features": percentiles(features), "runner_infer": percentiles(staged)}))
 
 
 async def bench_detector(spec: Any, runner: Any, calls: int, hog_calls: int) -> None:

@@ -37,7 +37,16 @@ def central_check(
         workers += f" consuming over {cfg.ingest.transport} from {len(servers)} node(s)"
     typer.echo(f"{config}: OK: broker {', '.join(cfg.broker.brokers)}{' (TLS)' if cfg.broker.tls else ''}, "
                f"store {cfg.store.url}, {workers}, pages on {cfg.pages.host}:{cfg.pages.port}, "
-               f"event log {cfg.events.db or 'off'}")
+               f"event log {_event_log(cfg.events.db, cfg.events.postgres_dsn)}")
+
+
+def _event_log(db: Path | None, dsn: str | None) -> str:
+    """Where the events go, for the status line: the PostgreSQL server (never its password), the file, or off."""
+    if dsn:
+        from edugate.central.eventstore_pg import where
+
+        return f"PostgreSQL {where(dsn)}"
+    return str(db) if db is not None else "off"
 
 
 def register(cli: typer.Typer) -> None:

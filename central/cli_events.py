@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,7 @@ def _since_ms(text: str | None) -> int | None:
     if not m:
         raise typer.BadParameter(f"{text!r}: use a duration like 30m, 12h or 7d")
     seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return int((time.time() - seconds) * 1000)
+    return max(0, int(time.time() * 1000) - seconds * 1000)  # longer ago than 1970: everything
 
 
 def events(
@@ -57,7 +58,13 @@ def events(
     if not db.exists():
         typer.echo(f"{db}: no such event log (start 'edugate ingest --events-db {db}')", err=True)
         raise typer.Exit(code=2)
-    store = EventStore(db)
-    for event in store.query(type_=type_, school=school, gateway=gateway, since_ms=_since_ms(since), limit=limit):
+    since_ms = _since_ms(since)
+    try:
+        store = EventStore(db)
+        found = store.query(type_=type_, school=school, gateway=gateway, since_ms=since_ms, limit=limit)
+    except sqlite3.Error as exc:  # a directory, a file that is not an event log, a damaged one
+        typer.echo(f"{db}: not a readable event log ({exc})", err=True)
+        raise typer.Exit(code=2) from None
+    for event in found:
         typer.echo(orjson.dumps(event).decode())
     store.close()

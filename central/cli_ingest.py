@@ -105,7 +105,8 @@ def ingest(
             group=given(group, section.group), store_url=store, bucket=given(bucket, cfg.store.bucket),
             org=given(org, cfg.store.org),
             store_token=_read_secret(given(token_file, cfg.store.token_file), "store token") or "",
-            username=broker_cfg.username, password=_read_secret(broker_cfg.password_file, "password"),
+            username=broker_cfg.username,
+            password=broker_cfg.password("--password-file" if password_file else "broker.password_file"),
             tls=broker_cfg.tls is not None, tls_ca_file=broker_cfg.tls.ca_file if broker_cfg.tls else None,
             batch_lines=given(batch_lines, section.batch_lines), batch_ms=given(batch_ms, section.batch_ms),
             queue_bytes=given(queue_mb, section.queue_mb) * 1024 * 1024,
@@ -124,9 +125,14 @@ def ingest(
     else:
         worker = IngestWorker(ingest_cfg) if section.transport == "mqtt" else _nats_worker(ingest_cfg, section.nats)
     if cfg.events.postgres_dsn:  # the shared event database instead of the SQLite file (docs/central.md)
-        from edugate.central.eventstore_pg import PgEventStore
+        from edugate.central.eventstore_pg import EventStoreUnavailable, PgEventStore
 
-        worker.events = PgEventStore(cfg.events.postgres_dsn)
+        try:
+            worker.events = PgEventStore(cfg.events.postgres_dsn)
+        except EventStoreUnavailable as exc:  # its message names host:port/db, never the password
+            typer.echo(f"{config or 'central.yaml'}: events.postgres_dsn: {exc}; not started (systemd retries)",
+                       err=True)
+            raise typer.Exit(1) from None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         what = "stopping now" if worker.stopping else "writing what is queued, then disconnecting"

@@ -66,9 +66,9 @@ def central(
         raise typer.BadParameter(str(exc)) from None
     setup_logging(level)
     try:
-        password = broker_cfg.password()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read the password file: {exc}", param_hint="--password-file") from None
+        password = broker_cfg.password("--password-file" if password_file is not None else "broker.password_file")
+    except ValueError as exc:  # PasswordFileError: its message names the option and the file
+        raise typer.BadParameter(str(exc)) from None
     folder = given(data_dir, pages.data_dir)
     users = users_file or pages.users_file or folder / "web-users.json"
     try:

@@ -284,11 +284,10 @@ def _broker(cfg: CentralConfig, url: str | None, username: str | None, password_
                                  ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--broker") from None
-    try:
-        broker.password()  # read again when connecting: fail early here, naming the option
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {broker.password_file}: {exc.strerror}",
-                                 param_hint="--password-file") from None
+    try:  # read again when connecting: fail early here, naming the option
+        broker.password("--password-file" if password_file is not None else "broker.password_file")
+    except ValueError as exc:  # PasswordFileError: its message names the option and the file
+        raise typer.BadParameter(str(exc)) from None
     return broker
 
 

@@ -115,9 +115,9 @@ class NatsSection(StrictModel):
     servers: list[str] = Field(["nats://127.0.0.1:4222"], min_length=1, description="nats://host:port of each node.")
     source: Literal["auto", "mqtt", "stream"] = Field(
         "auto", description="Where workers pull from: 'mqtt' = nats-server's own MQTT stream $MQTT_msgs (stored "
-        "before the gateway's PUBACK: nothing acknowledged is lost; nats-server 2.10+); 'stream' = a stream of our "
-        "own capturing the MQTT subjects (nats-server 2.9: it gets an unconfirmed copy and can lose what a dying "
-        "stream leader acknowledged); 'auto' = mqtt on 2.10+, stream before (docs/central.md section 6).")
+        "before the gateway's PUBACK: nothing acknowledged is lost; Debian's 2.9 and later); 'stream' = a stream of "
+        "our own capturing the MQTT subjects, only to drain one left by an older setup (it gets an unconfirmed copy "
+        "and can lose what a dying stream leader acknowledged); 'auto' = mqtt (docs/central.md section 6).")
     stream: str = Field("EDUGATE", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="With source 'stream' only: the "
                         "stream gateways' messages are copied to (created by the first worker).")
     durable: str = Field("edugate-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The durable consumer "
@@ -171,6 +171,23 @@ class EventsSection(StrictModel):
                             "(none: events go to the time-series store only).")
     postgres_dsn: str | None = Field(None, description="PostgreSQL instead of the SQLite file "
                                      "(postgresql://user@host:port/db; password in ~/.pgpass): for several workers.")
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        """A connection string libpq can read; the message never repeats it (it may hold a password)."""
+        if value is None:
+            return None
+        try:
+            from psycopg.conninfo import conninfo_to_dict  # the [central] extra's PostgreSQL driver
+        except ImportError:
+            return value  # checked when the database is opened
+        try:
+            conninfo_to_dict(value)
+        except Exception:  # psycopg.ProgrammingError; its text quotes the string: not shown
+            raise ValueError("not a PostgreSQL connection string (postgresql://user@host:port/db, or "
+                             "'host=... dbname=...'); the value is not shown, it may hold a password") from None
+        return value
 
 
 class PagesSection(StrictModel):

@@ -8,13 +8,22 @@ VictoriaMetrics keeps counts of events as series; this keeps the events themselv
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from edugate.contract.records import DEVICE_PATTERN, EVENT_TYPE_PATTERN, MAX_ROOM_CHARS, MAX_TS_MS
+
+DEVICE_RE = re.compile(DEVICE_PATTERN)
+EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
+MAX_SEQ = 2**63 - 1  # an SQLite INTEGER, a PostgreSQL bigint
+MAX_FUTURE_MS = 86_400_000  # as the ingest's line encoder: further ahead is a wrong clock or a forgery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -65,18 +74,22 @@ class EventStore:
             return 0
         if not isinstance(batch, list):
             return 0
-        return self.add(school, gateway, (r for r in batch if _well_formed(r)))
+        return self.add(school, gateway, well_formed(batch))
 
     def add(self, school: str, gateway: str, records: Iterable[dict[str, Any]]) -> int:
-        rows = [(school, gateway, r["seq"], r["ts"], r["device"], r.get("room"), r["type"],
-                 orjson.dumps(r.get("data") or {}).decode()) for r in records]
+        rows = [(school, gateway, r["seq"], r["ts"], r["device"], r.get("room"), r["type"], data_json(r))
+                for r in records]
         if not rows:
             return 0
         with self._lock:
             before = self._conn.total_changes
             self._conn.execute("BEGIN")
-            self._conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")  # never leave a transaction open: every later write would fail
+                raise
             return self._conn.total_changes - before
 
     def query(self, *, type_: str | None = None, school: str | None = None, gateway: str | None = None,
@@ -92,7 +105,35 @@ class EventStore:
             self._conn.close()
 
 
-def _well_formed(record: Any) -> bool:
-    return (isinstance(record, dict) and type(record.get("seq")) is int and type(record.get("ts")) is int
-            and isinstance(record.get("device"), str) and isinstance(record.get("type"), str)
-            and record.get("kind") == "event")
+def well_formed(batch: list[Any], now_ms: int | None = None) -> list[dict[str, Any]]:
+    """The event records of a payload that both stores can hold and the ingest stores as series too: the
+    contract's fields and patterns (docs/mqtt-contract.md), ``ts`` at most a day ahead of ``now_ms``."""
+    max_ts = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_MS
+    return [r for r in batch if _well_formed(r, max_ts)]
+
+
+def _well_formed(record: Any, max_ts: int = MAX_TS_MS) -> bool:
+    if not isinstance(record, dict) or record.get("kind") != "event":
+        return False
+    seq, ts, device, kind, room, data = (record.get(k) for k in ("seq", "ts", "device", "type", "room", "data"))
+    return (type(seq) is int and 0 <= seq <= MAX_SEQ and type(ts) is int and 0 < ts < min(max_ts, MAX_TS_MS)
+            and isinstance(device, str) and DEVICE_RE.fullmatch(device) is not None
+            and isinstance(kind, str) and EVENT_TYPE_RE.fullmatch(kind) is not None
+            and (room is None or (isinstance(room, str) and len(room) <= MAX_ROOM_CHARS and room.isprintable()))
+            and (data is None or isinstance(data, dict)))
+
+
+def data_json(record: dict[str, Any]) -> str:
+    """The record's ``data`` as JSON text; a NUL character (which PostgreSQL's JSONB refuses) becomes U+FFFD."""
+    text = orjson.dumps(record.get("data") or {}).decode()
+    return text if "\\u0000" not in text else orjson.dumps(_without_nul(record.get("data"))).decode()
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {str(k).replace("\x00", "\ufffd"): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from edugate.central.eventstore import EventStore, _well_formed, query_sql
+from edugate.central.eventstore import EventStore, data_json, query_sql, well_formed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -67,7 +67,7 @@ class PgEventStore:
                 self._conn = psycopg.connect(self.dsn, autocommit=True,
                                              connect_timeout=max(1, int(self.connect_timeout_s)))
             except psycopg.Error as exc:
-                raise EventStoreUnavailable(f"event database {_where(self.dsn)}: {exc}") from None
+                raise EventStoreUnavailable(f"event database {where(self.dsn)}: {exc}") from None
         return self._conn
 
     def add_payload(self, school: str, gateway: str, payload: bytes) -> int:
@@ -78,11 +78,10 @@ class PgEventStore:
             return 0
         if not isinstance(batch, list):
             return 0
-        return self.add(school, gateway, (r for r in batch if _well_formed(r)))
+        return self.add(school, gateway, well_formed(batch))
 
     def add(self, school: str, gateway: str, records: Iterable[dict[str, Any]]) -> int:
-        rows = [(r["seq"], r["ts"], r["device"], r.get("room"), r["type"],
-                 orjson.dumps(r.get("data") or {}).decode()) for r in records]
+        rows = [(r["seq"], r["ts"], r["device"], r.get("room"), r["type"], data_json(r)) for r in records]
         if not rows:
             return 0
         columns = list(zip(*rows, strict=True))
@@ -91,7 +90,7 @@ class PgEventStore:
             try:
                 cur = self._connection().execute(INSERT, args)
             except psycopg.Error as exc:
-                raise EventStoreUnavailable(f"event database {_where(self.dsn)}: {exc}") from None
+                raise EventStoreUnavailable(f"event database {where(self.dsn)}: {exc}") from None
             return max(cur.rowcount, 0)
 
     def query(self, *, type_: str | None = None, school: str | None = None, gateway: str | None = None,
@@ -101,7 +100,7 @@ class PgEventStore:
             try:
                 rows = self._connection().execute(sql, args).fetchall()
             except psycopg.Error as exc:
-                raise EventStoreUnavailable(f"event database {_where(self.dsn)}: {exc}") from None
+                raise EventStoreUnavailable(f"event database {where(self.dsn)}: {exc}") from None
         keys = ("school", "gateway", "seq", "ts", "device", "room", "type", "data")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
@@ -118,7 +117,7 @@ class PgEventStore:
                 self._conn.close()
 
 
-def _where(dsn: str) -> str:
+def where(dsn: str) -> str:
     """The DSN without a password, for messages."""
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"

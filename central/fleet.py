@@ -10,12 +10,16 @@ page will show.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from edugate.contract.state import CARD_RULE_FINGERPRINT_CHARS, HEALTHY_DEVICE_STATES, GatewayStatus
+
+MAX_FUTURE_MS = 86_400_000
+"""A state stamped further ahead is refused: the table keeps the newest state, so it would hide every later one."""
 
 
 class InvalidState(ValueError):
@@ -73,6 +77,8 @@ def parse_state(payload: bytes) -> tuple[StateDoc | None, list[str]]:
     ts = doc.get("ts")
     if ts is not None and (type(ts) is not int or ts <= 0):
         raise InvalidState(f"'ts' must be a positive integer (ms since the epoch), got {ts!r}")
+    if ts is not None and ts > time.time() * 1000 + MAX_FUTURE_MS:  # would hide every later, true state
+        raise InvalidState(f"'ts' {ts} is more than {MAX_FUTURE_MS // 1000} s in the future")
     started_at = doc.get("started_at")
     reason = doc.get("reason")
     version = doc.get("version")

@@ -1,7 +1,8 @@
 """``edugate library-report``: visitors, loans and returns per school and month, from the central store.
 
 Central's monthly view of the smart libraries (for the supervision reports):
-one row per school, never a device or a person. It asks VictoriaMetrics (or
+one row per school, never a device or a person, each count anonymised as the
+API's are (suppressed below ``k``, otherwise rounded). It asks VictoriaMetrics (or
 any server with the Prometheus query API) for the sums over the month, in
 the schools' time zone::
 
@@ -31,7 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit
+from edugate.central.cli_common import CentralConfigOpt, central_config_or_exit, given
+from edugate.central.indicators.anonymise import Rule, anonymise_count
 
 METRICS: dict[str, str] = {
     "visitors_in": "edugate_visitors_in{sel}",
@@ -55,10 +57,10 @@ def month_bounds(month: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
         year, mon = (int(part) for part in month.split("-"))
         zone = ZoneInfo(tz)
         start = dt.datetime(year, mon, 1, tzinfo=zone)
-    except (ValueError, ZoneInfoNotFoundError):
+        end = start + dt.timedelta(days=calendar.monthrange(year, mon)[1])
+    except (ValueError, OverflowError, ZoneInfoNotFoundError):  # 2026-13, 9999-12 (no end), Mars/Olympus
         raise ReportError(f"--month {month!r} must be YYYY-MM and --timezone a zone like Asia/Ho_Chi_Minh") from None
-    days = calendar.monthrange(year, mon)[1]
-    return start, start + dt.timedelta(days=days)
+    return start, end
 
 
 def queries(window_s: int, schools: list[str] | None) -> dict[str, str]:
@@ -112,6 +114,22 @@ def build_report(store_url: str, month: str, tz: str, schools: list[str] | None 
             "complete": end <= now, "schools": ordered, "totals": totals}
 
 
+def anonymised(report: dict[str, Any], rule: Rule) -> dict[str, Any]:
+    """The report as it may leave central: every count is of children's actions (visits, loans, returns, gate
+    alarms), so each, per school and in the totals (made from the true sums), is suppressed below ``k`` (null)
+    and otherwise rounded to a multiple of ``round_to``, the API's rule (docs/metrics.md, anonymisation)."""
+
+    def published(count: int) -> int | None:
+        value = anonymise_count(count, rule)
+        return None if value is None else int(value)
+
+    def row(values: dict[str, Any]) -> dict[str, Any]:
+        return values | {c: published(values[c]) for c in METRICS}
+
+    return report | {"k": rule.k, "round_to": rule.base, "schools": [row(r) for r in report["schools"]],
+                     "totals": row(report["totals"])}
+
+
 def render(report: dict[str, Any], fmt: Literal["csv", "json"]) -> str:
     if fmt == "json":
         return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
@@ -131,9 +149,15 @@ def library_report(
     school: Annotated[list[str] | None, typer.Option(help="Only these schools (repeatable).")] = None,
     timezone: Annotated[str, typer.Option(help="Where months begin and end.")] = "Asia/Ho_Chi_Minh",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    k: Annotated[int | None, typer.Option(min=2, max=100, help="Counts below k are suppressed (empty in CSV, null "
+                                          "in JSON) [default: api.k of --config, else 5].", show_default=False)] = None,
+    round_to: Annotated[int | None, typer.Option(min=1, max=100, help="Other counts are rounded to a multiple of "
+                                                 "this [default: api.round_to of --config, else k].",
+                                                 show_default=False)] = None,
     config: CentralConfigOpt = None,
 ) -> None:
-    """Visitors, loans, returns and gate alarms per school for one month (aggregated, anonymised)."""
+    """Visitors, loans, returns and gate alarms per school for one month (aggregated, anonymised: counts below k
+    suppressed, the others rounded, as in the operations centre's API)."""
     if format not in ("csv", "json"):
         typer.echo(f"--format must be csv or json, not {format!r}", err=True)
         raise typer.Exit(code=2)
@@ -141,15 +165,21 @@ def library_report(
         if not name.replace("-", "").replace("_", "").isalnum():
             typer.echo(f"--school {name!r}: ids are letters, digits, '-' and '_'", err=True)
             raise typer.Exit(code=2)
+    cfg = central_config_or_exit(config)
+    rule = Rule(given(k, cfg.api.k), given(round_to, cfg.api.round_to))
     try:
-        report = build_report(store_url or central_config_or_exit(config).store.url, month, timezone, school)
+        report = anonymised(build_report(store_url or cfg.store.url, month, timezone, school), rule)
     except ReportError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
     fmt: Literal["csv", "json"] = "json" if format == "json" else "csv"  # checked above
     text = render(report, fmt)
     if output is not None:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            typer.echo(f"--output {output}: cannot write: {exc.strerror or exc}", err=True)
+            raise typer.Exit(code=2) from None
     else:
         sys.stdout.write(text)
 

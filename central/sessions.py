@@ -75,7 +75,7 @@ def session_from_store(store: StoreLike, school: str, gateway: str, session: str
                        events: EventLog | None = None) -> dict[str, Any]:
     """The session's metadata and readings; :class:`SessionNotFound` if the store has no start for it."""
     for value, pattern in ((school, ID_PATTERN), (gateway, ID_PATTERN), (session, SESSION_PATTERN)):
-        if not re.match(pattern, value):
+        if not re.fullmatch(pattern, value):
             raise SessionNotFound(f"{value!r} is not a valid id")
     where = f'school="{school}",gateway="{gateway}"'
     marks = export(store, f'edugate_event_count{{type="session",session="{session}",{where}}}')

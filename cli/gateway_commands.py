@@ -75,16 +75,15 @@ class UnusableFile(Exception):
 def password_file_problem(cfg: GatewayConfigBase) -> str | None:
     """Why ``uplink.password_file`` cannot be used (missing, unreadable, not UTF-8 text), or None. ``run`` checks
     it before starting: the uplink would otherwise retry it every second, each time with a traceback."""
+    from edugate.common.mqtt import PasswordFileError, read_password_file
+
     path = cfg.uplink.password_file
     if path is None:
         return None
     try:
-        path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        return f"uplink.password_file: cannot read {path}: {exc.strerror}"
-    except UnicodeDecodeError as exc:
-        return (f"uplink.password_file: {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-                f"{exc.start})")
+        read_password_file(path, "uplink.password_file")
+    except PasswordFileError as exc:
+        return str(exc)
     return None
 
 

@@ -4,6 +4,11 @@
 
 * ``school.key``: the school's pseudonymisation key (the same for every gateway of a school, so a card gives one
   pseudonym everywhere), taken from ``DIR/<school>.key``, made there on first use (0600);
+* ``school.key.card-rule``: the card identity rule the school's pseudonyms are made under, recorded next to the
+  key in ``DIR`` (``DIR/<school>.key.card-rule``, as a gateway records it next to its key: docs/privacy.md): the
+  rule of the bundle's ``edugate.yaml`` (``privacy.card_identity``; none: cards as read). A school key already in
+  ``DIR`` under another rule is refused, as a gateway would refuse it. ``edugate firstboot`` installs the record
+  next to the key, so the gateway starts under the rule without ``replaces``;
 * ``web-users.json``: one admin user ``NAME`` with a random password (only its scrypt hash is in the bundle);
   the passwords are listed in ``<out>/admin-passwords.csv`` (0600) for IT staff to hand over, then delete.
 """
@@ -16,16 +21,32 @@ import os
 import secrets
 from pathlib import Path
 
-from edugate.common.privacy import load_or_create_key
+import yaml
+
+from edugate.common.card_identity import CardIdentityRule
+from edugate.common.privacy import open_school_key, rule_record_path
 from edugate.common.web.auth import UserStore
 
 PASSWORDS_FILE = "admin-passwords.csv"
 
 
 def add_school_key(bundle: Path, school: str, keys_dir: Path) -> Path:
-    """Copy the school's key (``keys_dir/<school>.key``, created if missing) into the bundle as ``school.key``."""
-    key = load_or_create_key(keys_dir / f"{school}.key")
-    return _write_private(bundle / "school.key", key.hex() + "\n")
+    """Copy the school's key (``keys_dir/<school>.key``, created if missing) into the bundle as ``school.key``, and
+    the card identity rule recorded with it as ``school.key.card-rule``. The rule is the bundle config's: a new key
+    is recorded under it; a key recorded under another rule raises :class:`edugate.common.privacy.CardRuleError`
+    (unless the rule's ``replaces`` names the recorded version: then the record changes, as on a gateway)."""
+    source = keys_dir / f"{school}.key"
+    open_school_key(source, bundle_rule(bundle / "edugate.yaml"))  # records a new key's rule, checks an old one's
+    key = _write_private(bundle / "school.key", source.read_text(encoding="utf-8"))
+    _write_private(rule_record_path(key), rule_record_path(source).read_text(encoding="utf-8"))
+    return key
+
+
+def bundle_rule(config: Path) -> CardIdentityRule | None:
+    """The ``privacy.card_identity`` of a bundle's config (None: cards as read)."""
+    doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    rule = (doc.get("privacy") or {}).get("card_identity") if isinstance(doc, dict) else None
+    return None if rule is None else CardIdentityRule.model_validate(rule)
 
 
 def add_admin(bundle: Path, name: str) -> str:

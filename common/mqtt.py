@@ -130,9 +130,33 @@ class BrokerConfig(_Model):
     def addresses(self) -> list[BrokerAddress]:
         return [parse_address(b) for b in self.brokers]
 
-    def password(self) -> str | None:
-        """The password, read from ``password_file`` (stripped), or None."""
-        return self.password_file.read_text().strip() if self.password_file else None
+    def password(self, option: str = "password_file") -> str | None:
+        """The password, read from ``password_file`` (stripped), or None. A file that cannot be used raises
+        :class:`PasswordFileError` naming ``option`` (what the caller calls it: ``uplink.password_file``,
+        ``--password-file``...) and the file."""
+        return read_password_file(self.password_file, option) if self.password_file else None
+
+
+class PasswordFileError(ValueError):
+    """A password file that cannot be used: the message names the option, the file and why."""
+
+
+def read_password_file(path: Path, option: str = "password_file") -> str:
+    """The password in ``path`` (UTF-8 text, surrounding white space stripped); :class:`PasswordFileError`
+    naming ``option`` and the file if it is missing, unreadable, not text or empty."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PasswordFileError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PasswordFileError(f"{option}: {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                                f"{exc.start}): it must hold the password itself") from None
+    password = text.strip()
+    if not password:
+        raise PasswordFileError(f"{option}: {path} is empty: it must hold the password")
+    return password
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from edugate.common.card_identity import (
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 PREFIX = "p1-"  # version of the scheme: a future change of algorithm gets a new prefix
+_IMPORTED_AT = time.time()  # this process's start, where psutil is not installed (central's tools)
 
 
 class KeyFileError(OSError):
@@ -55,6 +58,7 @@ class CardRuleError(KeyFileError):
 def load_or_create_key(path: Path) -> bytes:
     """Read the school key, creating it (0600, random 256 bits) if the file does not exist."""
     path = Path(path)
+    remove_stray_new_keys(path)
     if not path.exists():
         return _create_key(path, secrets.token_bytes(KEY_BYTES))
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -97,6 +101,46 @@ def _create_key(path: Path, key: bytes) -> bytes:
     log.warning("created a new pseudonymisation key %s (id %s): back it up; without it pseudonyms "
                 "cannot be re-identified", path, key_id(key))
     return key
+
+
+def _process_started() -> float:
+    try:
+        import psutil
+    except ImportError:
+        return _IMPORTED_AT
+    return float(psutil.Process().create_time())
+
+
+def remove_stray_new_keys(path: Path) -> list[Path]:
+    """Delete the ``<key file>.<pid>.new`` files a crash during :func:`_create_key` left next to ``path``: only
+    names of exactly that pattern, last written before this process started (a key being made now by another
+    process is left alone). Returns what was deleted; each is logged (the name, never the content)."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.(\d+)\.new")
+    started = _process_started()
+    removed: list[Path] = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:  # no folder yet (a new key), or not listable: nothing to clean
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            info = entry.lstat()
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= started:
+                continue
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("%s: a key left half-made by an interrupted start; cannot delete it: %s", entry,
+                        exc.strerror or exc)
+            continue
+        removed.append(entry)
+        log.warning("%s: deleted a key left half-made by an interrupted start (it was never used)", entry)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -197,6 +241,7 @@ def open_school_key(secret_file: Path, rule: CardIdentityRule | None) -> Pseudon
     version: then the new rule is recorded (and logged) and pseudonyms change from here on.
     """
     secret_file = Path(secret_file)
+    remove_stray_new_keys(secret_file)
     if not secret_file.exists():
         # A new key: no pseudonym was made with it yet. Record its rule first, then create the key, so that a
         # crash in between leaves a record without a key (redone on the next start), never a key without a

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edugate.common.card_identity import CardIdentityRule
 from edugate.contract.ids import ID_PATTERN, is_id
 from edugate.contract.topics import TOPIC_ROOT
 
@@ -477,9 +478,13 @@ def render_tls_conf(folder: Path, port: int = 8883, template: str = TLS_CONF_TEM
 # ---------------------------------------------------------------------- gateway bundles
 
 
-def config_skeleton(school: str, gateway: str, brokers: list[str], *, folder: str = "/etc/edugate") -> str:
-    """The start of a gateway's YAML config: ids, the mTLS uplink; devices are added by IT staff."""
+def config_skeleton(school: str, gateway: str, brokers: list[str], *, folder: str = "/etc/edugate",
+                    card_identity: CardIdentityRule | None = None) -> str:
+    """The start of a gateway's YAML config: ids, the mTLS uplink, the school's card identity rule if it has one;
+    devices are added by IT staff."""
     broker_lines = "\n".join(f"    - {b}" for b in brokers)
+    privacy = "" if card_identity is None else (
+        "privacy:\n  card_identity: " + json.dumps(card_identity.model_dump(mode="json", exclude_none=True)) + "\n")
     return f"""\
 # EduGate gateway {school}/{gateway}: written by `edugate provision`. Add the devices, then `edugate check`.
 schema_version: 1
@@ -492,7 +497,7 @@ uplink:
     ca_file: {folder}/ca.pem
     cert_file: {folder}/gateway.pem
     key_file: {folder}/gateway.key
-devices: []
+{privacy}devices: []
 """
 
 
@@ -508,7 +513,7 @@ class Bundle:
 
 def gateway_bundle(out: Path, school: str, gateway: str, *, brokers: list[str],
                    ca: CertificateAuthority | None = None, days: int = LEAF_DAYS,
-                   install_folder: str = "/etc/edugate") -> Bundle:
+                   install_folder: str = "/etc/edugate", card_identity: CardIdentityRule | None = None) -> Bundle:
     """Everything one gateway's SD card needs, in ``out``: its key (0600), its certificate from ``ca`` (or a
     CSR for the CA to sign, without ``ca``), the CA certificate, the config skeleton and its ACL lines."""
     identity = gateway_identity(school, gateway)
@@ -524,7 +529,7 @@ def gateway_bundle(out: Path, school: str, gateway: str, *, brokers: list[str],
         cert_path = write_pem(ca.issue(identity, key.public_key(), days=days), out / "gateway.pem")
         write_pem(ca.cert, out / "ca.pem")
     config = out / "edugate.yaml"
-    config.write_text(config_skeleton(school, gateway, brokers, folder=install_folder))
+    config.write_text(config_skeleton(school, gateway, brokers, folder=install_folder, card_identity=card_identity))
     acl = out / "acl.lines"
     acl.write_text(acl_block(Record(identity=identity, role="gateway", serial="", not_after="", school=school,
                                     gateway=gateway)))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from edugate.common.card_identity import CardIdentityRule
     from edugate.common.provisioning import CertificateAuthority, Role
 
 app = typer.Typer(name="provision", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -78,19 +79,30 @@ def batch(csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="Columns 
                                                            "each bundle gets its school's as school.key.")] = None,
           admin: Annotated[str | None, typer.Option("--admin", help="Give each gateway's pages a first admin "
                                                     "user of this name with a random password (listed in "
-                                                    "OUT/admin-passwords.csv, 0600).")] = None) -> None:
+                                                    "OUT/admin-passwords.csv, 0600).")] = None,
+          card_identity: Annotated[str | None, typer.Option(
+              "--card-identity", metavar="RULE", help="The schools' card identity rule for every bundle's config "
+              "(privacy.card_identity, docs/privacy.md), e.g. '{version: 1, prox_bits: 32}'; with --school-keys it "
+              "is recorded next to each school's key.")] = None) -> None:
     """One bundle per CSV row in OUT/SCHOOL/GATEWAY/ (a tray of SD cards; copy one onto each card's boot
     partition as edugate/, docs/operators.md). Every CSV problem is listed before anything is issued."""
     from edugate.common.bundle_extras import add_admin, add_school_key, write_passwords
     from edugate.common.provisioning import ProvisioningError, gateway_bundle, read_batch
 
+    rule = _card_identity(card_identity)
     authority = _ca(ca)
     passwords: list[tuple[str, str, str, str]] = []
     try:
         rows = read_batch(csv_file, broker or DEFAULT_BROKERS)
+        if school_keys is not None:  # each school's key agrees with the rule before anything is issued
+            from edugate.common.privacy import open_school_key
+
+            for school in dict.fromkeys(row.school for row in rows):
+                open_school_key(school_keys / f"{school}.key", rule)
         for row in rows:
             folder = out / row.school / row.gateway
-            gateway_bundle(folder, row.school, row.gateway, brokers=row.brokers, ca=authority, days=days)
+            gateway_bundle(folder, row.school, row.gateway, brokers=row.brokers, ca=authority, days=days,
+                           card_identity=rule)
             if school_keys is not None:
                 add_school_key(folder, row.school, school_keys)
             if admin is not None:
@@ -100,6 +112,29 @@ def batch(csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="Columns 
     typer.echo(f"{out}: {len(rows)} gateway bundles; now run: edugate provision acl --ca {ca}")
     if passwords:
         typer.echo(f"{write_passwords(out, passwords)}: the admins' first passwords: hand them over, then delete it")
+
+
+def _card_identity(text: str | None) -> CardIdentityRule | None:
+    """``--card-identity``'s YAML mapping as a rule; a clear error saying what is wrong with it."""
+    import yaml
+    from pydantic import ValidationError
+
+    from edugate.common.card_identity import CardIdentityRule
+
+    if text is None:
+        return None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise typer.BadParameter(f"not YAML: {exc}", param_hint="--card-identity") from None
+    if not isinstance(doc, dict):
+        raise typer.BadParameter("give a mapping such as '{version: 1, prox_bits: 32}'",
+                                 param_hint="--card-identity") from None
+    try:
+        return CardIdentityRule.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rule'}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems, param_hint="--card-identity") from None
 
 
 @app.command("csr")

@@ -56,6 +56,60 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
+MAX_CONFIG_BYTES = 2 * 1024 * 1024
+"""A config larger than this is refused: a site's config is a few kB (a thousand devices are ~200 kB); a huge file
+is a mistake (a log or an image saved under the config's name) and would take minutes and much memory to parse."""
+
+MAX_NODES = 200_000
+"""The most values a config may expand to with its aliases counted out: YAML anchors and aliases let a few lines
+name billions of values (a "billion laughs"), which would stall the gateway for ever instead of failing."""
+
+
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists a config may have (a real one needs fewer than 10; the YAML library's
+recursion would fail on a few thousand levels with a traceback)."""
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where the nesting first gets deeper than :data:`MAX_DEPTH`, or None (the parser's events are a
+    flat stream: this does not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark.line + 1 if event.start_mark else None
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` stands for with every alias expanded, stopping once it exceeds ``limit``
+    (aliases share nodes in the composed graph: sizes are memoised per node, so this costs the graph's size)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                children += (key, value)
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
 def _duplicate_keys(node: yaml.Node, loc: Loc = ()) -> Iterator[tuple[Loc, int, str]]:
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -97,9 +151,13 @@ def line_of(node: yaml.Node | None, loc: Loc) -> int | None:
 def read_text(path: Path) -> str:
     """The file's text, or :class:`ConfigError` saying why it cannot be read (missing, no permission, not UTF-8)."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:  # read no more than the limit: the "file" may be /dev/zero
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(str(path), None, "", f"more than {MAX_CONFIG_BYTES // 1024 // 1024} MiB is too "
+                                   "big for a config: is it the right file?")])
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -110,9 +168,23 @@ def read_text(path: Path) -> str:
 
 def parse_mapping(text: str, filename: str) -> tuple[yaml.Node | None, dict[str, Any], list[Problem]]:
     """YAML text -> (node tree, data, duplicate-key problems); :class:`ConfigError` if it is not a YAML mapping."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(filename, None, "", f"{len(text)} characters is too big for a config (at most "
+                                   f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB)")])
     try:
+        if (deep := _too_deep(text)) is not None:
+            raise ConfigError([Problem(filename, deep, "", f"mappings and lists nested more than {MAX_DEPTH} deep: "
+                                       "a config needs a few levels (a bracket left open?)")])
         root = yaml.compose(text, Loader=_Loader)
+        if root is not None and _expanded_size(root, MAX_NODES) > MAX_NODES:
+            raise ConfigError([Problem(filename, root.start_mark.line + 1, "", f"the YAML holds more than {MAX_NODES} "
+                                       "values, counting what its anchors and aliases (&name / *name) repeat: a "
+                                       "config needs far fewer (aliases nested in each other?)")])
         data = yaml.load(text, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a NUL, a control character)
+        at = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([Problem(filename, at, "", f"invalid YAML: character {chr(exc.character)!r} "
+                                   f"({exc.character:#04x}) is not allowed in a YAML file (a binary file?)")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

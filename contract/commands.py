@@ -213,6 +213,8 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
         obj = json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise CommandRejected("bad_json", "bad JSON: the payload is not UTF-8") from None
+    except RecursionError:  # "[[[[...": small enough, but deeper than the parser's recursion limit
+        raise CommandRejected("bad_json", "bad JSON: arrays or objects nested too deeply") from None
     except ValueError as exc:
         raise CommandRejected("bad_json", f"bad JSON: {exc}") from None
     if not isinstance(obj, dict):

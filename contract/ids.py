@@ -18,7 +18,7 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 def is_id(text: str) -> bool:
     """True when ``text`` is a valid id."""
-    return ID_RE.match(text) is not None
+    return ID_RE.fullmatch(text) is not None
 
 
 COMMAND_NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,30}(\.[a-z][a-z0-9_-]{0,30}){0,4}$"

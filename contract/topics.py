@@ -69,9 +69,9 @@ def parse_topic(name: str) -> Topic:
     if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
         raise InvalidTopic(f"topic {name!r} is not {TOPIC_ROOT}/{{school}}/{{gateway}}/{{kind}}")
     _, _, school, gateway, kind = parts
-    if not ID_RE.match(school):
+    if not ID_RE.fullmatch(school):
         raise InvalidTopic(f"school id {school!r} must match {ID_RE.pattern}")
-    if not ID_RE.match(gateway):
+    if not ID_RE.fullmatch(gateway):
         raise InvalidTopic(f"gateway id {gateway!r} must match {ID_RE.pattern}")
     if kind not in INGESTED_KINDS:
         raise InvalidTopic(f"kind {kind!r} is not one of {', '.join(INGESTED_KINDS)}")

@@ -43,6 +43,8 @@ from edugate.contract.state import DeviceState as DeviceState  # the wire contra
 def _device_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError(f"{value!r} is not a device path: give e.g. /dev/serial/by-id/usb-... or /dev/ttyUSB0")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError(f"{value!r} has a control character (a NUL, a tab, a line break) in it: not a device path")
     return value
 
 

@@ -6,6 +6,7 @@ Every problem is reported with its place in the file, e.g.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -236,6 +237,9 @@ def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "union_tag_invalid":
         name = err["input"].get("driver")
+        if not isinstance(name, str):  # empty, or a list or a mapping where the driver's name belongs
+            what = "empty" if name is None else f"a {type(name).__name__}"
+            return f"'driver' is {what}: give a driver's name (one of: {', '.join(driver_classes())})"
         if name in broken_drivers():
             return f"driver {name!r} is installed but cannot be loaded: {broken_drivers()[name]}"
         return f"unknown driver {name!r} (known: {', '.join(driver_classes())})"
@@ -275,13 +279,37 @@ def _duplicate_ids(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                 seen[dev["id"]] = i
 
 
+def _shared_ports(data: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Two enabled devices naming one serial port (a serial driver opens its port exclusively: the second would
+    retry for ever with 'the port is in use'). A symlink and its target (/dev/serial/by-id/... and /dev/ttyUSB0)
+    count as one port where both exist. TCP ports (numbers) and Modbus RS485 buses (shared by design) are not
+    ``port`` strings and are not checked here."""
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return
+    seen: dict[str, int] = {}
+    for i, dev in enumerate(devices):
+        port = dev.get("port") if isinstance(dev, dict) and dev.get("enabled") is not False else None
+        if not isinstance(port, str) or not port.startswith("/"):
+            continue  # a TCP port ("4352") or no port: not a serial device
+        if "\0" not in port:  # a NUL is the port check's to report
+            port = os.path.realpath(port)
+        if port in seen:
+            first = seen[port]
+            yield ("devices", i, "port"), (f"serial port {dev['port']!r} is already used by devices[{first}] "
+                                           f"({devices[first].get('id')!r}): one device per serial port (it is "
+                                           "opened exclusively)")
+        else:
+            seen[port] = i
+
+
 def _named_drivers(data: dict[str, Any]) -> frozenset[str] | None:
     """The drivers the devices name, if each names an installed, importable one; else None (every driver,
     so that the errors list what is known)."""
     devices = data.get("devices", [])
     if not isinstance(devices, list):
         return None
-    names = {dev.get("driver") if isinstance(dev, dict) else None for dev in devices}
+    names = [dev.get("driver") if isinstance(dev, dict) else None for dev in devices]  # any YAML: a list, a map
     if not all(isinstance(name, str) and name in driver_names() for name in names):
         return None
     drivers = frozenset(name for name in names if isinstance(name, str))
@@ -296,7 +324,8 @@ def _optional_sections(data: dict[str, Any]) -> frozenset[str]:
 def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
     """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
     root, data, problems = parse_mapping(text, filename)
-    problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg) for loc, msg in _duplicate_ids(data)]
+    problems += [Problem(filename, _line_of(root, loc), format_path(loc), msg)
+                 for loc, msg in (*_duplicate_ids(data), *_shared_ports(data))]
     try:
         cfg = gateway_config_model(_named_drivers(data), _optional_sections(data)).model_validate(data)
     except ValidationError as exc:
@@ -307,7 +336,8 @@ def parse_config(text: str, filename: str = "<config>") -> GatewayConfigBase:
             loc = _clean_loc(err["loc"], data)
             if err["type"] == "union_tag_invalid":
                 loc = (*loc, "driver")
-            problems.append(Problem(filename, _line_of(root, loc), format_path(loc), msg))
+            line = _line_of(root, loc) if root is not None else 1  # an empty file: its first line
+            problems.append(Problem(filename, line, format_path(loc), msg))
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
     if problems:
         raise ConfigError(problems)

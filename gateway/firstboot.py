@@ -6,9 +6,12 @@ IT staff copy one bundle of ``edugate provision batch`` onto each card's boot pa
 
 1. checks the bundle: its ``edugate.yaml`` validates; ``gateway.pem`` is issued by ``ca.pem`` for this
    config's ``school/gateway`` and matches ``gateway.key``; ``school.key`` and ``web-users.json`` (optional)
-   are readable. Any problem: nothing is installed, the bundle stays, the message says what and where;
-2. installs each file where the config says (``uplink.tls.*``, ``privacy.secret_file``, the pages' users
-   file), written atomically: keys 0600, certificates 0644, the config 0640, owned by the service user;
+   are readable; ``school.key.card-rule`` (the card identity rule recorded with the school key) belongs to
+   that key and agrees with the config's ``privacy.card_identity``. Any problem: nothing is installed, the
+   bundle stays, the message says what and where;
+2. installs each file where the config says (``uplink.tls.*``, ``privacy.secret_file`` and the rule record
+   next to it, the pages' users file), written atomically: keys 0600, certificates 0644, the config 0640,
+   owned by the service user;
    the config last, so an interrupted first boot is simply done again;
 3. records what it did (``firstboot.json`` next to the outbox: no secrets; the bundle's SHA-256, so that a
    bundle which could not be removed is not applied again over later changes) and removes the bundle from
@@ -30,13 +33,14 @@ import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edugate.common.privacy import rule_record_path
 from edugate.gateway.config import ConfigError, GatewayConfigBase, load_config
 
 DEFAULT_BOOT_DIR = Path("/boot/firmware/edugate")
 SERVICE_USER = "edugate"
 CONFIG_NAME = "edugate.yaml"
-BUNDLE_FILES = ("edugate.yaml", "gateway.key", "gateway.pem", "ca.pem", "school.key", "web-users.json",
-                "acl.lines", "gateway.csr")
+BUNDLE_FILES = ("edugate.yaml", "gateway.key", "gateway.pem", "ca.pem", "school.key", "school.key.card-rule",
+                "web-users.json", "acl.lines", "gateway.csr")
 MARKER = "firstboot.json"
 
 
@@ -162,6 +166,35 @@ def _school_key(bundle: Path, target: Path) -> bytes | None:
     return data
 
 
+def _rule_record(bundle: Path, school_key: bytes, cfg: GatewayConfigBase) -> bytes | None:
+    """The bundle's ``school.key.card-rule``, once it is the record of the bundle's key and the config's rule
+    may start under it (the same rule, or one that ``replaces`` it); None if the bundle has none (older
+    bundles: the gateway then counts the key as from before rules, version 0)."""
+    from edugate.common.card_identity import describe, rule_text, rule_version
+    from edugate.common.privacy import KeyFileError, key_id, read_rule_record
+
+    path = rule_record_path(bundle / "school.key")
+    if not path.exists():
+        return None
+    data = _read(bundle, path.name)
+    try:
+        recorded = read_rule_record(bundle / "school.key")
+        doc = json.loads(data)
+    except (KeyFileError, ValueError) as exc:
+        raise FirstBootError(str(exc)) from None
+    assert recorded is not None
+    if doc.get("key_id") != key_id(bytes.fromhex(school_key.decode("ascii").strip())):
+        raise FirstBootError(f"{path}: the record of another school key (key id {doc.get('key_id')}): the files of "
+                             "two bundles were mixed")
+    rule = cfg.privacy.card_identity
+    if recorded != (rule_version(rule), rule_text(rule)) and (rule is None or rule.replaces != recorded[0]):
+        raise FirstBootError(f"{path}: the school's pseudonyms are made under card identity rule version "
+                             f"{recorded[0]} ({recorded[1]}), but the bundle's {CONFIG_NAME} gives {describe(rule)}: "
+                             "make the bundle again with the school's rule (edugate provision batch "
+                             "--card-identity), or see docs/privacy.md before changing the rule")
+    return data
+
+
 def _users(bundle: Path, target: Path) -> bytes | None:
     from edugate.common.web.auth import UsersFileError, UserStore
 
@@ -206,14 +239,19 @@ def apply_bundle(config: Path, boot_dir: Path = DEFAULT_BOOT_DIR, user: str | No
         result = Applied(cfg.school, cfg.gateway)
         result.removed, result.warning = _remove(boot_dir)
         return result
-    school_key = _school_key(boot_dir, Path(cfg.privacy.secret_file))
+    secret_file = Path(cfg.privacy.secret_file)
+    fresh_key = not secret_file.exists()  # a key already there keeps its own record (or none: version 0)
+    school_key = _school_key(boot_dir, secret_file)
+    rule_record = _rule_record(boot_dir, school_key, cfg) if school_key is not None else None
     users_path = cfg.web.users_path(data_dir)
     users = _users(boot_dir, users_path)
 
     plan: list[tuple[bytes, Path, int]] = [(key, Path(tls.key_file), 0o600), (cert, Path(tls.cert_file), 0o644),
                                            (ca, Path(tls.ca_file), 0o644)]
+    if rule_record is not None and fresh_key:  # before the key: a key never lands without its record
+        plan.append((rule_record, rule_record_path(secret_file), 0o640))
     if school_key is not None:
-        plan.append((school_key, Path(cfg.privacy.secret_file), 0o600))
+        plan.append((school_key, secret_file, 0o600))
     if users is not None:
         plan.append((users, users_path, 0o600))
     plan.append((config_text, config, 0o640))  # last: a config in place means the rest is there

@@ -23,10 +23,9 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
-from edugate.simulators.serial_pty import PtyPort
+from edugate.simulators.serial_pty import PtyDevice, PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def encode_frame(uid: bytes, framing: Framing = "rdm6300", *, check: int | None 
     return frame + b"\r\n" if framing == "crlf" else frame
 
 
-class EM4100Simulator:
+class EM4100Simulator(PtyDevice):
     """An RDM6300-style reader behind ``link`` (a symlink to the current pty; the driver's ``port``)."""
 
     def __init__(self, link: str | Path, *, framing: Framing = "rdm6300", repeat_interval_s: float = 0.1) -> None:
@@ -69,21 +68,6 @@ class EM4100Simulator:
         self.repeat_interval_s = repeat_interval_s
         self.frames_sent = 0
         self._holding: asyncio.Task[None] | None = None
-
-    @property
-    def link(self) -> Path:
-        return self.port.link
-
-    async def __aenter__(self) -> EM4100Simulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        self.port.plug()
 
     async def stop(self) -> None:
         await self.release()

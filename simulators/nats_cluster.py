@@ -56,6 +56,11 @@ def nats_server_binaries() -> list[str]:
     return found
 
 
+def binary_id(binary: str) -> str:
+    """A test id for a binary: ``nats-server-2.9.10``."""
+    return "nats-server-" + ".".join(map(str, nats_server_version(binary)))
+
+
 def nats_server_version(binary: str) -> tuple[int, ...]:
     """``nats-server --version`` as numbers, e.g. (2, 15, 1)."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True).stdout

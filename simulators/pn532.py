@@ -28,10 +28,9 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 
 from edugate.drivers.pn532 import codec as codec
-from edugate.simulators.serial_pty import PtyPort
+from edugate.simulators.serial_pty import PtyDevice, PtyPort
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def default_card_bytes(uid: bytes) -> tuple[bytes, int]:
     raise ValueError(f"an ISO 14443A UID is 4, 7 or 10 bytes, got {len(uid)}")
 
 
-class PN532Simulator:
+class PN532Simulator(PtyDevice):
     """A PN532 board behind ``link`` (a symlink to the current pty; the driver's ``port``)."""
 
     def __init__(self, link: str | Path, *, firmware: bytes = DEFAULT_FIRMWARE, asleep: bool = True) -> None:
@@ -83,24 +82,9 @@ class PN532Simulator:
         self._last_answer = b""
         self._polled = asyncio.Event()
 
-    @property
-    def link(self) -> Path:
-        return self.port.link
-
-    async def __aenter__(self) -> PN532Simulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         self._reset()
         self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
 
     def _reset(self) -> None:
         self.asleep = self.start_asleep

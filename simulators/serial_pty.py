@@ -25,6 +25,8 @@ import os
 import tty
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +111,29 @@ class PtyPort:
             return
         if data and self.on_data is not None:
             self.on_data(data)
+
+
+class PtyDevice:
+    """The shared shell of a simulated serial device: its :class:`PtyPort` in ``self.port``; ``async with`` plugs
+    it in (``start``) and pulls it out (``stop``). Subclasses add what the device says and does."""
+
+    port: PtyPort
+
+    @property
+    def link(self) -> Path:
+        """The stable name the driver opens (``port:`` in the gateway config)."""
+        return self.port.link
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.port.plug()
+
+    async def stop(self) -> None:
+        self.port.unplug()

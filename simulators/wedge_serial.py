@@ -23,10 +23,9 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-from edugate.simulators.serial_pty import PtyPort
+from edugate.simulators.serial_pty import PtyDevice, PtyPort
 
 WedgeFormat = Literal["hex", "decimal"]
 ByteOrder = Literal["big", "little"]
@@ -41,7 +40,7 @@ def card_text(uid: bytes, format: WedgeFormat = "hex", byte_order: ByteOrder = "
     return str(int.from_bytes(uid, byte_order)).zfill(width)
 
 
-class WedgeSerialSimulator:
+class WedgeSerialSimulator(PtyDevice):
     """A desk reader in serial mode behind ``link`` (a symlink to the current pty; the driver's ``port``)."""
 
     def __init__(self, link: str | Path, *, format: WedgeFormat = "hex", byte_order: ByteOrder = "big",
@@ -67,24 +66,6 @@ class WedgeSerialSimulator:
         if (len(uid) == 5) != (self.family == "prox"):
             return False
         return self.format != "decimal" or self.uid_bytes is None or len(uid) == self.uid_bytes
-
-    @property
-    def link(self) -> Path:
-        return self.port.link
-
-    async def __aenter__(self) -> WedgeSerialSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        self.port.plug()
-
-    async def stop(self) -> None:
-        self.port.unplug()
 
     def tap(self, uid: bytes) -> None:
         """A card on the reader: its number as the reader is set to send it, one line."""

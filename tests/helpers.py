@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -13,12 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +73,22 @@ async def wait_for_async(condition: Callable[[], Any], timeout: float, what: str
             return value
         deadline.check(value)
         await asyncio.sleep(interval)
+
+
+async def assert_stops_when_cancelled_as_it_wakes(run: Callable[[], Any], wakeup: Callable[[], Any],
+                                                   tries: int = 20) -> None:
+    """A service loop that sleeps on an ``asyncio.Event`` (``wakeup()`` returns the one it waits on now) must end
+    when it is cancelled just as the event is set. Python 3.11's ``asyncio.wait_for`` drops such a cancellation
+    (gh-86296), and stopping the gateway then waits for ever. ``run()`` starts one run of the loop."""
+    for _ in range(tries):  # the interleaving depends on the loop's order: try it a few times
+        task = asyncio.create_task(run())
+        event = await wait_for_async(lambda: (e := wakeup()) is not None and e._waiters and e, 5,
+                                     "the service waiting")
+        event.set()
+        await asyncio.sleep(0)  # the inner wait completes in this turn of the loop ...
+        task.cancel()  # ... as the cancellation arrives
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled(), "the service kept running after it was cancelled"
 
 
 wait_async = wait_for_async  # the name its first callers use (tests/e2e/test_cards.py, test_bus.py, test_library.py)
@@ -236,3 +255,16 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def fd_limit(soft: int) -> Iterator[None]:
+    """This process's soft RLIMIT_NOFILE set to ``soft`` (a broker started meanwhile inherits it)."""
+    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft > hard:
+        pytest.skip(f"the hard descriptor limit here is {hard}, below {soft}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))

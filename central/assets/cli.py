@@ -131,5 +131,9 @@ def export_assets(
     if str(csv_file) == "-":
         sys.stdout.write(text)
         return
-    csv_file.write_text(text, encoding="utf-8")
+    try:
+        csv_file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"--csv {csv_file}: cannot write: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=2) from None
     typer.echo(f"{csv_file}: {text.count(chr(10)) - 1} asset(s)", err=True)

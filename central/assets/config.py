@@ -26,7 +26,7 @@ class AssetsSection(BaseModel):
         import re
 
         for school, count in value.items():
-            if not re.match(ID_PATTERN, school):
+            if not re.fullmatch(ID_PATTERN, school):
                 raise ValueError(f"{school!r} is not a school id (lower-case letters, digits, _ and -)")
             if count < 0:
                 raise ValueError(f"{school}: a declared count cannot be negative ({count})")

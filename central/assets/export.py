@@ -39,7 +39,7 @@ def registry_csv(rows: Iterable[AssetRow], timezone: str) -> str:
 def _cell(value: object) -> str:
     """A cell as text; one that a spreadsheet would run as a formula is quoted with a leading apostrophe."""
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text) else text
 
 
 def _is_number(text: str) -> bool:

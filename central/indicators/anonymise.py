@@ -58,6 +58,11 @@ def _count(value: float, rule: Rule) -> tuple[float | None, Status]:
     return float(max(base, int(value / base + 0.5) * base)), "ok"
 
 
+def anonymise_count(value: float, rule: Rule) -> float | None:
+    """A count of children's actions as it may be published: None (suppressed) below ``k``, else rounded."""
+    return _count(float(value), rule)[0]
+
+
 def anonymise_rate(indicator: Indicator, figures: Figures, rule: Rule) -> tuple[float | None, Status]:
     """A rate of children's actions (presence): its numerator is anonymised as a count first (suppressed below k,
     rounded), so the rate times its denominator (known: the expected students) never gives back a hidden count;

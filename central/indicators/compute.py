@@ -167,23 +167,21 @@ def event_figures(events_db: Path | None, period: Period, at: dt.datetime,
 def _event_rows(events_db: Path | None, events_dsn: str | None, start_ms: int) -> list[list[dict[str, Any]]]:
     """The alert, asset, asset_usage and session events the indicators need, from PostgreSQL or SQLite."""
     store: Any
-    errors: tuple[type[Exception], ...]
     if events_dsn:
-        from edugate.central.eventstore_pg import EventStoreUnavailable, PgEventStore  # psycopg: only when used
-
-        store, errors = PgEventStore(events_dsn), (EventStoreUnavailable,)
+        from edugate.central.eventstore_pg import PgEventStore  # psycopg: only when used
     else:
         assert events_db is not None
         if not events_db.exists():
             raise StoreUnavailable(f"event store {events_db}: no such file (is events.db right, has ingest run?)")
-        store, errors = EventStore(events_db), (sqlite3.Error,)
-    try:
+    try:  # opening can fail too: a database that is down (EventStoreUnavailable, an sqlite3.Error), a file that
+        # is not an event log
+        store = PgEventStore(events_dsn) if events_dsn else EventStore(events_db)  # type: ignore[arg-type]
         try:
             return [store.query(type_=type_, since_ms=None if type_ == "asset" else start_ms, limit=10_000_000)
                     for type_ in ("alert", "asset", "asset_usage", "session")]
         finally:
             store.close()
-    except errors as exc:
+    except sqlite3.Error as exc:
         raise StoreUnavailable(f"event store: {exc}") from None
 
 

@@ -240,7 +240,10 @@ def central_doctor(
                 broker_cfg = override_broker(cfg.broker, url=broker)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--broker") from None
-            password = broker_cfg.password_file.read_text().strip() if broker_cfg.password_file else None
+            try:
+                password = broker_cfg.password("broker.password_file")
+            except ValueError as exc:  # PasswordFileError: its message names the option and the file
+                raise typer.BadParameter(str(exc)) from None
             try:
                 states = retained_states(broker_cfg, password, wait)
             except BrokerUnreachable as exc:

@@ -62,6 +62,11 @@ VALUE_NAME_RE = re.compile(VALUE_NAME_PATTERN)
 EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
 MAX_ROOM = MAX_ROOM_CHARS
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_VALUES = 256
+"""Values in one telemetry record: the gateway pipeline's own limit (``MAX_VALUES`` there)."""
+MAX_LINE_CHARS = 64 * 1024
+"""A longer line is skipped as its record: VictoriaMetrics refuses a line over 256 KiB (``-influx.maxLineSize``)
+with HTTP 400, and with it every good record of the same message."""
 
 
 _TAG_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
@@ -163,6 +168,9 @@ class LineEncoder:
             if not isinstance(values, dict) or not values:
                 self._skip(out, index, f"'values' must be a non-empty object, got {_json_type(values)}")
                 continue
+            if len(values) > MAX_VALUES:
+                self._skip(out, index, f"{len(values)} values in one record (at most {MAX_VALUES})")
+                continue
             fields: list[str] = []
             for name, value in values.items():
                 key = keys.get(name, "")
@@ -200,7 +208,7 @@ class LineEncoder:
                 continue
             device, room, ts = head
             event_type = record.get("type")
-            if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+            if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
                 self._skip(out, index, f"'type' must be a string matching {EVENT_TYPE_RE.pattern}, "
                                        f"got {_short(event_type)}")
                 continue
@@ -213,7 +221,12 @@ class LineEncoder:
                 out.dropped_labels += 1
                 out.problems.append(Problem(index, why, key))
             prefix = self._prefix(EVENT_MEASUREMENT, topic, device, room, event_type)
-            out.lines.append(f"{prefix}{tags} count=1{fields} {ts}")
+            line = f"{prefix}{tags} count=1{fields} {ts}"
+            if len(line) > MAX_LINE_CHARS:
+                self._skip(out, index, f"'data' too big to store: a line of {len(line)} characters (at most "
+                                       f"{MAX_LINE_CHARS})")
+                continue
+            out.lines.append(line)
             out.points += 1 + fields.count("=")
 
     def _head(self, record: Any, index: int, kind: str, max_ts: int,
@@ -237,7 +250,7 @@ class LineEncoder:
         if ts > max_ts:
             return self._skip(out, index, f"'ts' {ts} is more than {self.max_future_ms // 1000} s in the future")
         device = record.get("device")
-        if not isinstance(device, str) or not DEVICE_RE.match(device):
+        if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
             return self._skip(out, index, f"'device' must match {DEVICE_RE.pattern}, got {_short(device)}")
         room = record.get("room")
         if room is not None:
@@ -278,7 +291,7 @@ class LineEncoder:
     def _field_key(self, name: Any) -> str | None:
         if len(self._keys) >= self.CACHE_MAX:
             self._keys.clear()
-        if not isinstance(name, str) or not VALUE_NAME_RE.match(name):
+        if not isinstance(name, str) or not VALUE_NAME_RE.fullmatch(name):
             return None
         return escape_tag(name) + "="
 
@@ -321,7 +334,7 @@ def _event_tags_and_fields(data: dict[str, Any]) -> tuple[str, str, list[tuple[s
     fields = ""
     for key, value in data.items():
         if (type(value) in (int, float) and key not in EVENT_FIELD_SKIP and key not in EVENT_TAG_KEYS
-                and key != "count" and VALUE_NAME_RE.match(key) and math.isfinite(value)):
+                and key != "count" and VALUE_NAME_RE.fullmatch(key) and math.isfinite(value)):
             fields += f",{key}={float(value)!r}"
     if isinstance(data.get("late"), int) and not isinstance(data.get("late"), bool):
         fields += f",late={float(data['late'])!r}"

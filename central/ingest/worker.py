@@ -69,6 +69,12 @@ from edugate.contract.topics import TOPIC_ROOT, InvalidTopic, Topic, parse_topic
 
 log = logging.getLogger(__name__)
 
+
+def printable_topic(topic: str) -> str:
+    """A topic as a log line may show it: as it is when printable, else its repr (a newline in a topic name
+    must not forge a second log line)."""
+    return topic if topic.isprintable() else repr(topic)
+
 GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 SYS_VERSION_TOPIC = "$SYS/broker/version"
 SHARE_UNSAFE = ("mosquitto version 1.", "mosquitto version 2.0.")  # do not restore $share subscriptions
@@ -462,7 +468,7 @@ class IngestWorker:
             topic = parse_topic(msg.topic)
         except InvalidTopic as exc:
             self.stats.messages_invalid += 1
-            self._invalid_log.warning("%s: message skipped: %s", msg.topic, exc)
+            self._invalid_log.warning("%s: message skipped: %s", printable_topic(msg.topic), exc)
             batch.add(msg, [], 0)
             return
         if topic.kind == "state":
@@ -481,12 +487,12 @@ class IngestWorker:
         stats.labels_dropped += conv.dropped_labels
         if conv.payload_invalid:
             stats.messages_invalid += 1
-            self._invalid_log.warning("%s: message skipped (%d bytes): %s", msg.topic, len(msg.payload),
-                                      conv.problems[0])
+            self._invalid_log.warning("%s: message skipped (%d bytes): %s", printable_topic(msg.topic),
+                                      len(msg.payload), conv.problems[0])
         elif conv.problems:
             shown = "; ".join(str(p) for p in conv.problems[:5])
             more = f" (and {len(conv.problems) - 5} more)" if len(conv.problems) > 5 else ""
-            self._invalid_log.warning("%s: %d record(s) skipped, %d value(s) skipped: %s%s", msg.topic,
+            self._invalid_log.warning("%s: %d record(s) skipped, %d value(s) skipped: %s%s", printable_topic(msg.topic),
                                       conv.invalid_records, conv.invalid_values, shown, more)
         batch.add(msg, conv.lines, conv.points, records)
 
@@ -496,10 +502,10 @@ class IngestWorker:
             doc, problems = parse_state(msg.payload)
         except InvalidState as exc:
             self.stats.messages_invalid += 1
-            self._invalid_log.warning("%s: state skipped: %s", msg.topic, exc)
+            self._invalid_log.warning("%s: state skipped: %s", printable_topic(msg.topic), exc)
             return []
         for problem in problems:
-            self._invalid_log.warning("%s: %s", msg.topic, problem)
+            self._invalid_log.warning("%s: %s", printable_topic(msg.topic), problem)
         if doc is None:
             self.fleet.forget(school, gateway)
             log.info("%s/%s: retained state cleared; removed from the fleet table", school, gateway)
@@ -524,8 +530,9 @@ class IngestWorker:
             self.stats.points_written += sum(batch.points)
         else:
             self.stats.messages_rejected += 1
-            log.error("%s: the store refused this message's %d line(s); acknowledged and dropped "
-                      "(first line: %.200s)", batch.messages[0].topic, len(batch.lines), batch.lines[0])
+            self._invalid_log.warning("%s: the store refused this message's %d line(s); acknowledged and dropped "
+                                      "(first line: %.200s)", printable_topic(batch.messages[0].topic),
+                                      len(batch.lines), batch.lines[0], key="refused")
         self._ack(batch.messages)
         self._confirm(batch)
 
@@ -586,8 +593,8 @@ class IngestWorker:
                 self._write_api.write(self.cfg.bucket, self.cfg.org, record=body, write_precision=WritePrecision.MS)
             except ApiException as exc:
                 if exc.status in (400, 413):
-                    log.warning("store refused a write of %d line(s): HTTP %s %s", len(lines), exc.status,
-                                (exc.body or b"")[:300])
+                    self._invalid_log.warning("store refused a write of %d line(s): HTTP %s %s", len(lines),
+                                              exc.status, (exc.body or b"")[:300], key="refused")
                     return _Outcome.REJECTED
                 error = f"HTTP {exc.status} {exc.reason}"
             except (urllib3.exceptions.HTTPError, OSError) as exc:

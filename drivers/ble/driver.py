@@ -141,7 +141,10 @@ class BleProbeDriver(Driver[BleProbeConfig]):
                 self.health.count("events")
         except Rejected as exc:
             self.health.count("rejected")
-            log.warning("%s: reading rejected: %s", self.where, exc)
+            held = self._limiter.allow("rejected")  # a probe sending nonsense must not flood the journal
+            if held is not None:
+                log.warning("%s: reading rejected: %s%s", self.where, exc,
+                            f" ({held} more since the last report)" if held else "")
 
     def _bad(self, exc: BadAdvert) -> None:
         self.health.count(exc.kind)

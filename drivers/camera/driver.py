@@ -24,9 +24,11 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from edugate.common.mqtt import read_password_file
 from edugate.contract.records import Emit, Reading, Rejected
 from edugate.drivers.base import Backoff, DeviceConfig, DeviceState, Driver, Outage
 
@@ -42,7 +44,12 @@ class CameraConfig(DeviceConfig):
 
     driver: Literal["camera"]
     source: str = Field(min_length=1, max_length=1024, description="Where frames come from: a V4L2 device "
-                        "(/dev/video0), an RTSP stream (rtsp://user:password@camera/stream) or a video file.")
+                        "(/dev/video0), an RTSP stream (rtsp://user@camera/stream, its password in "
+                        "password_file) or a video file.")
+    password_file: Path | None = Field(None, description="File holding the stream's password (an RTSP camera's): "
+                                       "read at start and put into the source's address in memory only; logs and "
+                                       "the status page show it as ***. The source then names the user but no "
+                                       "password (rtsp://user@camera/stream).")
     detector: Literal["ssdlite", "hog"] = Field("ssdlite", description="ssdlite: the SSDLite-MobileNetV2 person "
                                                  "detector (ONNX); hog: OpenCV's HOG people detector (baseline).")
     threshold: float | None = Field(None, gt=0, lt=1, description="Score from which a box counts as a person "
@@ -61,6 +68,33 @@ class CameraConfig(DeviceConfig):
                                         "(model people-ssdlite); default: the one shipped in EduGate.")
     reopen_max_s: float = Field(30.0, ge=0.1, le=3600, description="When the camera fails, try again after 0.5 s, "
                                 "then twice as long each time, up to this many seconds apart.")
+
+
+    @model_validator(mode="after")
+    def _password_file_needs_a_stream_user(self) -> CameraConfig:
+        if self.password_file is not None:
+            parts = urlsplit(self.source)
+            if not parts.scheme or "://" not in self.source:
+                raise ValueError("password_file is for a network stream (rtsp://user@camera/stream); this source "
+                                 "is a device or a file")
+            if parts.password is not None:
+                raise ValueError("the source holds a password and password_file is given: keep the password only "
+                                 "in password_file (rtsp://user@camera/stream)")
+            if not parts.username:
+                raise ValueError("password_file is given but the source names no user: write it as "
+                                 "rtsp://user@camera/stream")
+        return self
+
+    def stream_address(self) -> str:
+        """The address to open: ``source`` with the password of ``password_file`` in it (URL-encoded). Only the
+        worker thread holds it; what is shown is :func:`edugate.drivers.camera.source.redacted` of it.
+        :class:`edugate.common.mqtt.PasswordFileError` (a ValueError) if the file cannot be used."""
+        if self.password_file is None:
+            return self.source
+        password = read_password_file(self.password_file, f"{self.id}: password_file")
+        scheme, _, rest = self.source.partition("://")
+        user, _, host = rest.partition("@")
+        return f"{scheme}://{user}:{quote(password, safe='')}@{host}"
 
 
 class CameraDriver(Driver[CameraConfig]):
@@ -83,8 +117,10 @@ class CameraDriver(Driver[CameraConfig]):
         cfg = self.config
         self.where = f"{cfg.id} (camera {redacted(cfg.source)})"
         step = max(1, round(cfg.sample_every_s * cfg.file_fps))
+        address = cfg.stream_address()  # with the password of password_file: held by the source, never shown
+        self.where = f"{cfg.id} (camera {redacted(address)})"
         return make_detector(cfg.detector, cfg.threshold, cfg.model_manifest), FrameSource(
-            cfg.source, cfg.width, cfg.height, file_step=step, loop=cfg.loop)
+            address, cfg.width, cfg.height, file_step=step, loop=cfg.loop)
 
     @staticmethod
     def _count_one(source: FrameSource, detector: Detector) -> tuple[int, float]:

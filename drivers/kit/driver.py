@@ -54,6 +54,12 @@ def describe(hello: Hello) -> str:
     return f"{hello.board} {hello.node_id}, firmware {hello.firmware} (slot {slot})"
 
 
+def one_line(text: str) -> str:
+    """What a kit sent, safe for one log line: a line break or control character becomes '?' (a kit's firmware is
+    student code: it must not forge journal lines), at most 200 characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:200])
+
+
 class KitDriver(Driver[KitConfig]):
     config_model = KitConfig
 
@@ -80,8 +86,9 @@ class KitDriver(Driver[KitConfig]):
         self.health.count("bad_frames" if kind != "version" else "refused")
         self.health.count(f"bad_frames_{kind}" if kind != "version" else "refused_version")
         self.health.error(f"{self.where}: {message}", offline=False)
-        if self._limiter.allow(kind) is not None:
-            log.warning("%s: %s", self.where, message)
+        held = self._limiter.allow(kind)
+        if held is not None:
+            log.warning("%s: %s%s", self.where, message, f" ({held} more since the last report)" if held else "")
 
     # ---------------------------------------------------------------- the line
 
@@ -152,7 +159,7 @@ class KitDriver(Driver[KitConfig]):
             self.health.count("kit_log_lines")
             if self._limiter.allow("log") is not None:
                 log.log(message.level if 10 <= message.level <= 50 else logging.WARNING, "%s says: %s", self.where,
-                        message.text)
+                        one_line(message.text))
 
     async def _hello(self, hello: Hello, booted: bool, emit: Emit) -> None:
         """A HELLO: the first on this line, a kit that restarted (``seq`` 0), or a repeat (ACKed, not recorded)."""
@@ -160,13 +167,13 @@ class KitDriver(Driver[KitConfig]):
         self.hello = hello
         if before is not None and booted:
             self.health.count("kit_restarts")
-            log.info("%s: the kit restarted (firmware %s)", self.where, hello.firmware)
+            log.info("%s: the kit restarted (firmware %s)", self.where, one_line(hello.firmware))
         elif before == hello:
             return
         self.kit_health.about = describe(hello)
         if self.outage.up() is None and before is None:
-            log.info("%s: %s %s, firmware %s, sensors %s", self.where, hello.board, hello.node_id, hello.firmware,
-                     ", ".join(c.name for c in hello.sensors) or "none")
+            log.info("%s: %s %s, firmware %s, sensors %s", self.where, one_line(hello.board), one_line(hello.node_id),
+                     one_line(hello.firmware), one_line(", ".join(c.name for c in hello.sensors) or "none"))
         try:
             await emit(Event(self.device_id, "kit_hello", {
                 "node_id": hello.node_id, "board": hello.board, "firmware": hello.firmware, "slot": hello.slot,

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field, model_validator
 
+from edugate.common.ratelimit import LimitedLog
 from edugate.drivers.base import Backoff, Outage, SerialPortPath
 from edugate.drivers.card_reader import CardRead, CardReaderConfig, CardReaderDriver
 from edugate.drivers.serial_link import ReopeningPort, decoded
@@ -248,46 +249,56 @@ class KeyDecoder:
 class LineDecoder:
     """Turns a serial reader's byte stream into the text of each read: the printable characters before CR or LF
     (CR LF counts once). A :class:`BadRead` in the output is a line rejected (too long, a control or non-ASCII
-    byte, cut off). Pure: no I/O, no clock (the caller flushes after a quiet spell)."""
+    byte, cut off), given as soon as the line is spoiled; the rest of a spoiled line is skipped up to the next CR or
+    LF, and every further :data:`MAX_READ_CHARS` bytes skipped count as one more bad read (a stream of garbage that
+    never ends a line is counted, not silently swallowed). Pure: no I/O, no clock (the caller flushes after a quiet
+    spell)."""
 
     def __init__(self) -> None:
         self._chars = bytearray()
-        self._spoiled: BadRead | None = None
+        self._skipped: int | None = None
+        """Bytes skipped of a spoiled line since it was last reported; None while no line is spoiled."""
 
     @property
     def pending(self) -> bool:
-        return bool(self._chars) or self._spoiled is not None
+        return bool(self._chars) or self._skipped is not None
 
     def feed(self, data: bytes) -> list[str | BadRead]:
         out: list[str | BadRead] = []
         for b in data:
             if b in (0x0D, 0x0A):
-                if self.pending:
-                    out.append(self._finish())
-                continue  # the LF of CR LF, or a blank line
-            if self._spoiled is not None:
-                continue
-            if len(self._chars) >= MAX_READ_CHARS:
-                self._spoiled = BadRead("too_long", f"more than {MAX_READ_CHARS} characters without CR or LF")
+                if self._chars:
+                    out.append(self._chars.decode("ascii"))
+                    self._chars.clear()
+                self._skipped = None  # the LF of CR LF, a blank line, or the end of a spoiled line
+            elif self._skipped is not None:
+                self._skipped += 1
+                if self._skipped >= MAX_READ_CHARS:
+                    out.append(BadRead("too_long", f"{MAX_READ_CHARS} more characters without CR or LF "
+                                       "(garbage on the line, or a wrong baudrate?)"))
+                    self._skipped = 0
+            elif len(self._chars) >= MAX_READ_CHARS:
+                out.append(self._spoil(BadRead("too_long", f"more than {MAX_READ_CHARS} characters without CR or LF")))
             elif 0x20 <= b < 0x7F:
                 self._chars.append(b)
             else:
-                self._spoiled = BadRead("unexpected_byte", f"the reader sent a control or non-ASCII byte at "
-                                        f"position {len(self._chars) + 1} (wrong baudrate, or a binary protocol?)")
+                out.append(self._spoil(BadRead("unexpected_byte", f"the reader sent a control or non-ASCII byte at "
+                                               f"position {len(self._chars) + 1} (wrong baudrate, or a binary "
+                                               "protocol?)")))
         return out
 
     def flush(self, quiet_s: float) -> list[str | BadRead]:
-        if not self.pending:
-            return []
+        cut = bool(self._chars)
         self._chars.clear()
-        self._spoiled = None
+        self._skipped = None  # a spoiled line was reported when it was spoiled
+        if not cut:
+            return []
         return [BadRead("incomplete", f"a read was not ended by CR or LF within {quiet_s:g} s and was dropped")]
 
-    def _finish(self) -> str | BadRead:
-        spoiled, text = self._spoiled, self._chars.decode("ascii")
+    def _spoil(self, bad: BadRead) -> BadRead:
         self._chars.clear()
-        self._spoiled = None
-        return spoiled if spoiled is not None else text
+        self._skipped = 0
+        return bad
 
 
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -332,6 +343,8 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         self.outage = Outage(self.health, log, config.id, health_text="{message}",
                              down_text="{where}: wedge reader offline: {message} (retrying)",
                              up_text="{where}: wedge reader {path} is back after {down:.1f} s", counter="disconnects")
+        self._limited = LimitedLog(log, burst=5, window_s=60.0)
+        """Rejected reads: a reader sending garbage (a wrong baudrate) must not flood the journal."""
         self.port: ReopeningPort | None = None
         if config.source == "serial" and config.port is not None:
             self.port = ReopeningPort(config.port, config.baudrate, reopen_max_s=config.reopen_max_s,
@@ -417,7 +430,8 @@ class WedgeDriver(CardReaderDriver[WedgeConfig]):
         self.health.count("bad_reads")
         self.health.count(f"bad_reads.{exc.reason}")
         self.health.error(f"read rejected: {exc}", offline=False)
-        log.warning("%s: wedge reader %s: read rejected: %s", self.device_id, self.config.path, exc)
+        self._limited.warning("%s: wedge reader %s: read rejected: %s", self.device_id, self.config.path, exc,
+                              key=exc.reason)
 
     def _lost(self, what: str) -> None:
         self.outage.down(what)

@@ -354,7 +354,7 @@ async def check_broker(cfg: GatewayConfigBase, timeout_s: float) -> list[Result]
     broker_cfg = broker_cfg.model_copy(update={"client_id": f"edugate-doctor-{cfg.school}-{cfg.gateway}"})
     try:
         ssl_context(broker_cfg)
-        broker_cfg.password()
+        broker_cfg.password("uplink.password_file")
     except (OSError, ssl.SSLError, ValueError) as exc:
         return [Result("broker", Verdict.FAIL, f"the uplink's TLS or password files cannot be loaded: {exc}",
                        "check the paths under uplink.tls and uplink.password_file and that the files are readable")]

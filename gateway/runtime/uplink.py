@@ -251,7 +251,10 @@ class Uplink:
             if self.downlink is None:  # not subscribed: nothing arrives
                 continue
             # checked here, in order; run in a task of its own (a kit's firmware update takes minutes)
-            await self.downlink.dispatch(str(message.topic), bytes(payload), self._publish_result)
+            try:
+                await self.downlink.dispatch(str(message.topic), bytes(payload), self._publish_result)
+            except Exception:  # a message the checks did not foresee must not take the uplink down with it
+                log.exception("uplink: a message on %s could not be checked; it is dropped", message.topic)
 
     async def _publish_result(self, result_topic: str, payload: bytes) -> None:
         """A command's cmd-result, on the connection open now (a long command may outlive the one it came on).

@@ -45,7 +45,7 @@ class EquipmentPanel:
     inventory_file: str
     inventory_problems: list[str]
     inventory_error: str
-    energy: str  # "07:00-17:00 mon,tue,... (15 min grace)" or ""
+    energy: str  # "on outside school hours 07:00-17:00 mon,... (15 min grace) raises an event; ..." or ""
 
 
 def equipment_view(info: Mapping[str, Any] | None, tz: str, now: float | None = None) -> EquipmentPanel:
@@ -76,9 +76,15 @@ def equipment_view(info: Mapping[str, Any] | None, tz: str, now: float | None = 
     rule = ""
     if isinstance(energy, Mapping):
         days = energy.get("days")
-        rule = (f"{energy.get('start', '?')}-{energy.get('end', '?')} "
+        rule = (f"on outside school hours {energy.get('start', '?')}-{energy.get('end', '?')} "
                 f"{','.join(map(str, days)) if isinstance(days, list) else ''} "
                 f"({_number(energy.get('grace_min')) or 0:g} min grace)")
+        empty_min = _number(energy.get("empty_min"))
+        if empty_min is not None:
+            rule += f", or {empty_min:g} min in an empty room,"
+        rule += " raises an event"
+        if energy.get("switch_off") is True:
+            rule += "; the board or projector is then switched off (the school's opt-in)"
     problems = info.get("inventory_problems")
     return EquipmentPanel(
         rows=rows, devices=_int(info.get("devices")), inventory=_int(info.get("inventory")),

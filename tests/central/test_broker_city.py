@@ -28,6 +28,7 @@ from edugate.central.cli import app
 from edugate.central.ingest.doctor import SHIPPED_LIMIT, check_fd_limit, needed_descriptors, process_fd_limit
 from edugate.simulators.servers import SHIPPED_CONF, Mosquitto, find_binary
 from tests.central import Publisher
+from tests.helpers import fd_limit
 
 CLIENTS = 1100
 DEBIAN_DEFAULT = 1024
@@ -87,19 +88,6 @@ def connect_many(port: int, count: int, timeout: float = 20.0) -> tuple[int, int
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.close()
-
-
-@contextlib.contextmanager
-def fd_limit(soft: int) -> Iterator[None]:
-    """This process's soft RLIMIT_NOFILE set to ``soft`` (a broker started meanwhile inherits it)."""
-    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft > hard:
-        pytest.skip(f"the hard descriptor limit here is {hard}, below {soft}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))
 
 
 @pytest.fixture

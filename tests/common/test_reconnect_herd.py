@@ -16,14 +16,11 @@ the simulation's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import resource
 import statistics
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import pytest
 from edugate.common.mqtt import Backoff, ReconnectPolicy
 from edugate.gateway.config import UplinkConfig
 from edugate.simulators.servers import SHIPPED_CONF, Mosquitto
+from tests.helpers import fd_limit
 
 GATEWAYS = 1000
 OUTAGE_S = 2.0  # long enough for every back-off to reach its cap (0.1 + 0.2 + 0.4 + 0.8 s of ceilings)
@@ -86,19 +84,6 @@ class Herd:
             self.tried.append(began)
             self.back.append(time.monotonic())
             return
-
-
-@contextlib.contextmanager
-def fd_limit(soft: int) -> Iterator[None]:
-    """This process's soft RLIMIT_NOFILE (a broker started meanwhile inherits it)."""
-    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft > hard:
-        pytest.skip(f"the hard descriptor limit here is {hard}, below {soft}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))
 
 
 async def outage(herd: Herd, broker: Mosquitto) -> float:

@@ -133,13 +133,13 @@ async def test_library_end_to_end_with_outages_and_privacy_canary(
     def report() -> list[dict] | None:
         out = subprocess.run([sys.executable, "-m", "edugate.central.library_report", "--store-url",
                              victoria.url, "--month",
-                              month, "--format", "csv", "--school", SCHOOL], capture_output=True, text=True,
-                             cwd=REPO, timeout=60)
+                              month, "--format", "csv", "--school", SCHOOL, "--k", "2", "--round-to", "1"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
         rows = list(csv.DictReader(io.StringIO(out.stdout)))
-        return rows if rows and rows[0]["gate_alarms"] == "2" and rows[0]["loans"] == "1" else None
+        return rows if rows and rows[0]["gate_alarms"] == "2" and rows[0]["loans"] == "" else None
 
-    rows = await wait_async(report, 20, "the report to show the loan and the alarms")
-    assert rows == [{"school": SCHOOL, "month": month, "visitors_in": "5", "visitors_out": "1", "loans": "1",
+    rows = await wait_async(report, 20, "the report to show the loan (suppressed: one, below k) and the alarms")
+    assert rows == [{"school": SCHOOL, "month": month, "visitors_in": "5", "visitors_out": "", "loans": "",
                      "returns": "0", "gate_alarms": "2"}]
 
     # the canary scan: logs, the outbox files, everything that crossed the broker, the whole store

@@ -73,7 +73,7 @@ def test_an_ingest_password_file_that_is_not_text(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=REPO, timeout=60,
                             env=os.environ | {"COLUMNS": "400"})  # the error box does not wrap the path
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert f"the password file {secret} is not UTF-8 text" in result.stderr, result.stderr
+    assert f"--password-file: {secret} is not UTF-8 text" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("what", ["not text", "missing"])

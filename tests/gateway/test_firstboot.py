@@ -88,7 +88,7 @@ def test_first_boot_installs_the_bundle_where_the_config_says_and_removes_it(tra
     assert {p.name: mode(p) for p in (site / "etc").iterdir()} == {
         "gateway.key": 0o600, "gateway.pem": 0o644, "ca.pem": 0o644, "gateway.yaml": 0o640}
     assert {p.name: mode(p) for p in (site / "data").iterdir()} == {
-        "school.key": 0o600, "web-users.json": 0o600, "firstboot.json": 0o640}
+        "school.key": 0o600, "school.key.card-rule": 0o640, "web-users.json": 0o600, "firstboot.json": 0o640}
     cfg = load_config(config)
     assert (cfg.school, cfg.gateway) == ("thpt-lqd", "gw-1")
     assert (site / "data" / "school.key").read_bytes() == (tray / "thpt-lqd" / "gw-1" / "school.key").read_bytes()

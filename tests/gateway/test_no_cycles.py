@@ -33,12 +33,12 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
+def imports(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
     """Every name imported anywhere under ``node`` (``from a import b`` gives ``a.b`` and ``a``)."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.If) and _is_type_checking(child.test):
             for stmt in child.orelse:
-                yield from _imports(stmt, module, is_package)
+                yield from imports(stmt, module, is_package)
             continue
         if isinstance(child, ast.Import):
             yield from (alias.name for alias in child.names)
@@ -50,7 +50,7 @@ def _imports(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
                 base = ".".join([*package, base] if base else package)
             yield base
             yield from (f"{base}.{alias.name}" for alias in child.names)
-        yield from _imports(child, module, is_package)
+        yield from imports(child, module, is_package)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -58,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        for target in _imports(tree, name, path.name == "__init__.py"):
+        for target in imports(tree, name, path.name == "__init__.py"):
             parts = target.split(".")
             for i in range(2, len(parts) + 1):  # the module itself and the packages it loads on the way
                 prefix = ".".join(parts[:i])
@@ -68,12 +68,17 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One cycle per strongly connected component of more than one module (Tarjan), shortest path shown."""
+    """One cycle per strongly connected component of more than one module, the shortest path shown."""
+    return [_shortest_cycle(graph, set(c)) for c in components(graph)]
+
+
+def components(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module, each sorted (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
-    components: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
@@ -94,12 +99,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 if w == v:
                     break
             if len(component) > 1:
-                components.append(sorted(component))
+                found.append(sorted(component))
 
     for v in sorted(graph):
         if v not in index:
             visit(v)
-    return [_shortest_cycle(graph, set(c)) for c in components]
+    return found
 
 
 def _shortest_cycle(graph: dict[str, set[str]], members: set[str]) -> list[str]:
@@ -120,14 +125,14 @@ def _shortest_cycle(graph: dict[str, set[str]], members: set[str]) -> list[str]:
 def test_the_graph_sees_imports_inside_functions() -> None:
     graph = {"edugate.a": set(), "edugate.b": set()}
     tree = ast.parse("def f():\n    from edugate.b import x\n")
-    graph["edugate.a"] = set(_imports(tree, "edugate.a", False)) & set(graph)
+    graph["edugate.a"] = set(imports(tree, "edugate.a", False)) & set(graph)
     graph["edugate.b"] = {"edugate.a"}
     assert cycles(graph) == [["edugate.a", "edugate.b", "edugate.a"]]
 
 
 def test_type_checking_imports_do_not_count() -> None:
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from edugate.b import x\n")
-    assert "edugate.b" not in set(_imports(tree, "edugate.a", False))
+    assert "edugate.b" not in set(imports(tree, "edugate.a", False))
 
 
 def test_the_graph_knows_the_gateway() -> None:

@@ -207,19 +207,3 @@ def test_status_view_shows_the_library_once() -> None:
     odd = status_view({"services": {"library": "starting"}}, TZ_NAME)  # not a status dict: shown as it is
     assert odd["library"] is None and odd["services"] == [("library", [("status", "starting")])]
 
-
-def test_the_services_card_does_not_say_none_when_a_service_has_its_own_panel() -> None:
-    from edugate.common.web.site import site_templates
-    from edugate.gateway.web.app import TEMPLATES
-
-    tpl = site_templates([TEMPLATES]).get_template("_status.html")
-
-    def services_card(services: dict) -> str:
-        html = tpl.render(s=status_view({"services": services}, TZ_NAME))
-        return " ".join(html[html.index('id="services"'):].split())
-
-    alerts = {"active": [], "rules": 5, "raised": 0}
-    card = services_card({"alerts": alerts})
-    assert "No other service" in card and "alerts has its own panel" in card, card
-    assert "No service (access control" in services_card({})
-    assert "<h3>access</h3>" in services_card({"access": {"allowed": 3}, "alerts": alerts})

@@ -69,19 +69,28 @@ def test_monthly_report_per_school(victoria: VictoriaMetrics) -> None:
         event("school-b", "library_loan", at(2026, 9, 29, 9, 0)),  # September
         event("school-b", "library_return", at(2026, 10, 30, 16, 59)),
     ])
-    result = run(victoria, "--month", "2026-10", "--format", "csv")
+    exact = build_report(victoria.url, "2026-10", "Asia/Ho_Chi_Minh")  # the true sums, before anonymisation
+    assert [{c: r[c] for c in ("school", "visitors_in", "visitors_out", "loans", "returns", "gate_alarms")}
+            for r in exact["schools"]] == [
+        {"school": "school-a", "visitors_in": 9, "visitors_out": 9, "loans": 2, "returns": 1, "gate_alarms": 1},
+        {"school": "school-b", "visitors_in": 10, "visitors_out": 9, "loans": 0, "returns": 1, "gate_alarms": 0}]
+    # what leaves central: below k suppressed (empty), the rest rounded to round_to; 0 stays 0
+    result = run(victoria, "--month", "2026-10", "--format", "csv", "--k", "2", "--round-to", "1")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert rows == [
         {"school": "school-a", "month": "2026-10", "visitors_in": "9", "visitors_out": "9", "loans": "2",
-         "returns": "1", "gate_alarms": "1"},
+         "returns": "", "gate_alarms": ""},
         {"school": "school-b", "month": "2026-10", "visitors_in": "10", "visitors_out": "9", "loans": "0",
-         "returns": "1", "gate_alarms": "0"},
+         "returns": "", "gate_alarms": "0"},
     ]
+    default = list(csv.DictReader(io.StringIO(run(victoria, "--month", "2026-10").stdout)))  # k 5, round to 5
+    assert [(r["visitors_in"], r["visitors_out"], r["loans"]) for r in default] == [("10", "10", ""), ("10", "10", "0")]
     result = run(victoria, "--month", "2026-10", "--format", "json", "--school", "school-b")
     report = json.loads(result.stdout)
     assert report["complete"] and report["from"] == "2026-10-01T00:00:00+07:00"
     assert [s["school"] for s in report["schools"]] == ["school-b"] and report["totals"]["visitors_in"] == 10
+    assert (report["k"], report["round_to"], report["totals"]["returns"]) == (5, 5, None)
     assert "device" not in result.stdout and "gate-1" not in result.stdout, "nothing below the school level"
 
 

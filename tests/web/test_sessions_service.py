@@ -18,7 +18,7 @@ from edugate.gateway.runtime.clock import Clock
 from edugate.gateway.runtime.outbox import Outbox
 from edugate.gateway.runtime.pipeline import Pipeline
 from edugate.gateway.services.sessions import SessionError, SessionsService, StartArgs, StopArgs
-from tests.helpers import wait_for_async
+from tests.helpers import assert_stops_when_cancelled_as_it_wakes, wait_for_async
 
 DEVICES = {"probe-a": "lab-1", "probe-b": "lab-1", "probe-c": "lab-2"}
 T0 = 1_796_000_000.0
@@ -179,12 +179,5 @@ async def test_stopping_the_service_as_it_wakes_up_stops_it(tmp_path: Path) -> N
     async def emit(item: object) -> None:
         return None
 
-    for _ in range(20):  # the interleaving depends on the loop's order: try it a few times
-        task = asyncio.create_task(sessions.run(emit))
-        await wait_for_async(lambda: getattr(sessions, "_wakeup", None) is not None and sessions._wakeup._waiters,
-                             5, "the service waiting")
-        sessions._wakeup.set()
-        await asyncio.sleep(0)  # the inner wait completes in this turn of the loop ...
-        task.cancel()  # ... as the cancellation arrives
-        done, _ = await asyncio.wait({task}, timeout=2)
-        assert done and task.cancelled(), "the service kept running after it was cancelled"
+    await assert_stops_when_cancelled_as_it_wakes(lambda: sessions.run(emit),
+                                                  lambda: getattr(sessions, "_wakeup", None))

@@ -50,6 +50,31 @@ async def _command(port: int, key: Path, name: str = "ping", args: dict | None =
     raise AssertionError(f"no cmd-result for {name}")
 
 
+def _update_rig(tmp_path: Path, key_base: Path, broker_port: int, version: str, size: int, seed: int,
+                **downlink: object) -> tuple[bytes, KitNodeProcess, Collector, dict]:
+    """A signed image ``kit-<version>.bin`` of ``size`` random bytes, the reference node on a pty (started), a
+    collector at the broker (started) and the gateway config of a downlink-enabled gateway with the kit."""
+    firmware = tmp_path / "firmware"
+    firmware.mkdir()
+    image = random.Random(seed).randbytes(size)
+    key = load_private_key(Path(f"{key_base}.pem"))
+    (firmware / f"kit-{version}.bin").write_bytes(image)
+    manifest_path(firmware / f"kit-{version}.bin").write_text(
+        sign_image(image, "microbit-v2", version, key).to_json())
+    kit = KitNodeProcess(tmp_path / "ttyKIT", tmp_path / "kit-state", interval_ms=1000,
+                         pubkey=f"{key_base}.pub.pem")
+    kit.start()
+    collector = Collector(broker_port).start()
+    cfg = {
+        "school": "kit-school", "gateway": "gw-lab",
+        "uplink": {"port": broker_port, "health_interval_s": 3600},
+        "downlink": {"enabled": True, "public_keys": [f"{key_base}.pub.pem"], **downlink},
+        "devices": [{"id": "lab-kit", "driver": "kit", "port": str(kit.link), "firmware_dir": str(firmware),
+                     "firmware_key": f"{key_base}.pub.pem"}],
+    }
+    return image, kit, collector, cfg
+
+
 async def test_kit_readings_commands_and_a_signed_update_through_gateway_broker_and_store(
         mosquitto, victoria, ingest, central_key, tmp_path: Path) -> None:  # noqa: F811
     firmware = tmp_path / "firmware"
@@ -142,23 +167,7 @@ async def test_kit_readings_commands_and_a_signed_update_through_gateway_broker_
 
 async def test_gateway_kill_9_during_an_update_leaves_the_kit_on_its_old_image_and_the_next_attempt_resumes(
         mosquitto, central_key, tmp_path: Path) -> None:  # noqa: F811
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    image = random.Random(9).randbytes(240_000)
-    key = load_private_key(Path(f"{central_key}.pem"))
-    (firmware / "kit-2.0.0.bin").write_bytes(image)
-    manifest_path(firmware / "kit-2.0.0.bin").write_text(sign_image(image, "microbit-v2", "2.0.0", key).to_json())
-    kit = KitNodeProcess(tmp_path / "ttyKIT", tmp_path / "kit-state", interval_ms=1000,
-                         pubkey=f"{central_key}.pub.pem")
-    kit.start()
-    collector = Collector(mosquitto.port).start()
-    cfg = {
-        "school": "kit-school", "gateway": "gw-lab",
-        "uplink": {"port": mosquitto.port, "health_interval_s": 3600},
-        "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
-        "devices": [{"id": "lab-kit", "driver": "kit", "port": str(kit.link), "firmware_dir": str(firmware),
-                     "firmware_key": f"{central_key}.pub.pem"}],
-    }
+    image, kit, collector, cfg = _update_rig(tmp_path, central_key, mosquitto.port, "2.0.0", 240_000, 9)
     update = {"device": "lab-kit", "name": "firmware-update", "args": {"image": "kit-2.0.0.bin"}}
     slot = kit.state_dir / "slot1.bin"
     gw = GatewayProcess(tmp_path / "gw", cfg).start()
@@ -215,23 +224,7 @@ async def test_gateway_kill_9_loop_at_random_points_of_an_update(mosquitto, cent
     """``edugate run`` killed with SIGKILL again and again, each time at a random point of the same update: the kit
     stays on its old image each time, the copy in its inactive slot only grows, and the last attempt finishes."""
     rng = random.Random(1717)
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    image = random.Random(11).randbytes(200_000)
-    key = load_private_key(Path(f"{central_key}.pem"))
-    (firmware / "kit-3.0.0.bin").write_bytes(image)
-    manifest_path(firmware / "kit-3.0.0.bin").write_text(sign_image(image, "microbit-v2", "3.0.0", key).to_json())
-    kit = KitNodeProcess(tmp_path / "ttyKIT", tmp_path / "kit-state", interval_ms=1000,
-                         pubkey=f"{central_key}.pub.pem")
-    kit.start()
-    collector = Collector(mosquitto.port).start()
-    cfg = {
-        "school": "kit-school", "gateway": "gw-lab",
-        "uplink": {"port": mosquitto.port, "health_interval_s": 3600},
-        "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"]},
-        "devices": [{"id": "lab-kit", "driver": "kit", "port": str(kit.link), "firmware_dir": str(firmware),
-                     "firmware_key": f"{central_key}.pub.pem"}],
-    }
+    image, kit, collector, cfg = _update_rig(tmp_path, central_key, mosquitto.port, "3.0.0", 200_000, 11)
     update = {"device": "lab-kit", "name": "firmware-update", "args": {"image": "kit-3.0.0.bin"}}
     slot = kit.state_dir / "slot1.bin"
     gw: GatewayProcess | None = None
@@ -279,23 +272,8 @@ async def test_a_result_that_finishes_while_the_broker_is_away_is_published_at_t
         mosquitto, central_key, tmp_path: Path) -> None:  # noqa: F811
     """A firmware update outlives the broker: the broker stops mid-transfer, the update finishes meanwhile, and its
     cmd-result is published when the gateway is connected again (it used to be logged and dropped)."""
-    firmware = tmp_path / "firmware"
-    firmware.mkdir()
-    image = random.Random(13).randbytes(600_000)  # seconds of transfer: the broker stops well before the end
-    key = load_private_key(Path(f"{central_key}.pem"))
-    (firmware / "kit-4.0.0.bin").write_bytes(image)
-    manifest_path(firmware / "kit-4.0.0.bin").write_text(sign_image(image, "microbit-v2", "4.0.0", key).to_json())
-    kit = KitNodeProcess(tmp_path / "ttyKIT", tmp_path / "kit-state", interval_ms=1000,
-                         pubkey=f"{central_key}.pub.pem")
-    kit.start()
-    collector = Collector(mosquitto.port).start()
-    cfg = {
-        "school": "kit-school", "gateway": "gw-lab",
-        "uplink": {"port": mosquitto.port, "health_interval_s": 3600},
-        "downlink": {"enabled": True, "public_keys": [f"{central_key}.pub.pem"], "handler_timeout_s": 120},
-        "devices": [{"id": "lab-kit", "driver": "kit", "port": str(kit.link), "firmware_dir": str(firmware),
-                     "firmware_key": f"{central_key}.pub.pem"}],
-    }
+    image, kit, collector, cfg = _update_rig(tmp_path, central_key, mosquitto.port, "4.0.0", 600_000, 13,
+                                             handler_timeout_s=120)
     env = sign_command(load_command_key(Path(f"{central_key}.pem")), school="kit-school", gateway="gw-lab",
                        name="device.command", ttl_s=300,
                        args={"device": "lab-kit", "name": "firmware-update", "args": {"image": "kit-4.0.0.bin"}})

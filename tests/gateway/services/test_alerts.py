@@ -28,7 +28,7 @@ from edugate.gateway.services.alerts import (
     RulesRejected,
     parse_rules,
 )
-from tests.helpers import wait_for_async
+from tests.helpers import assert_stops_when_cancelled_as_it_wakes, wait_for_async
 
 TZ = "Asia/Ho_Chi_Minh"
 DEVICES: dict[str, tuple[str | None, str | None]] = {
@@ -324,12 +324,4 @@ async def test_stopping_the_service_as_it_wakes_up_stops_it(tmp_path: Path) -> N
     async def emit(item: Any) -> None:
         return None
 
-    for _ in range(20):  # the interleaving depends on the loop's order: try it a few times
-        task = asyncio.create_task(alerts.run(emit))
-        await wait_for_async(lambda: getattr(alerts, "_wakeup", None) is not None and alerts._wakeup._waiters,
-                             5, "the service waiting")
-        alerts._wakeup.set()
-        await asyncio.sleep(0)  # the inner wait completes in this turn of the loop ...
-        task.cancel()  # ... as the cancellation arrives
-        done, _ = await asyncio.wait({task}, timeout=2)
-        assert done and task.cancelled(), "the service kept running after it was cancelled"
+    await assert_stops_when_cancelled_as_it_wakes(lambda: alerts.run(emit), lambda: getattr(alerts, "_wakeup", None))
