@@ -175,7 +175,8 @@ def _event_rows(events_db: Path | None, events_dsn: str | None, start_ms: int) -
             raise StoreUnavailable(f"event store {events_db}: no such file (is events.db right, has ingest run?)")
     try:  # opening can fail too: a database that is down (EventStoreUnavailable, an sqlite3.Error), a file that
         # is not an event log
-        store = PgEventStore(events_dsn) if events_dsn else EventStore(events_db)  # type: ignore[arg-type]
+        store = (PgEventStore(events_dsn) if events_dsn
+                 else EventStore(events_db))  # type: ignore[arg-type]  # events_db: asserted above
         try:
             return [store.query(type_=type_, since_ms=None if type_ == "asset" else start_ms, limit=10_000_000)
                     for type_ in ("alert", "asset", "asset_usage", "session")]

@@ -198,9 +198,9 @@ def test_the_driver_says_which_devices_are_listened_to(tmp_path: Path) -> None:
     assert '"gps-nmea"' not in source and '"thermometer"' not in source
     assert {name for name in ("gps-nmea", "thermometer", "em4100", "pn532", "modbus")
             if getattr(driver_class(name).config_model, "streams_on", None)} == {"gps-nmea", "thermometer"}
-    with Talker(b"T=21.50\r\n") as probe:
+    with Talker(b"T=21.50\r\n") as probe, Talker(b"T=21.50\r\n") as other:  # two devices, two ports
         thermo = {"id": "lab-probe", "driver": "thermometer", "port": probe.path}
-        em4100 = {"id": "door-reader", "driver": "em4100", "port": probe.path}
+        em4100 = {"id": "door-reader", "driver": "em4100", "port": other.path}
         results = doctor(write_config(tmp_path, devices=[thermo, em4100]))
     heard = results["device:lab-probe"]
     assert heard.verdict is Verdict.OK and f"{probe.path} sends (" in heard.message
