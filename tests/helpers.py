@@ -238,10 +238,18 @@ class GatewayProcess:
         wait_for(lambda: outbox_ready(self.outbox_path), 20, "the gateway to create its outbox")
         return self
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and the exit code. A gateway that has not ended within ``timeout`` is a hang: the failure
+        carries where each of its threads stood (py-spy, when installed) and the end of its log."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stacks = _thread_stacks(self.proc.pid)
+            self.kill()
+            raise AssertionError(f"the gateway did not stop within {timeout:g} s of SIGTERM; its threads:\n"
+                                 f"{stacks}\nits log ends:\n{self.log()[-3000:]}") from None
         RUNNING.discard(self.proc)
         self.proc = None
         return code
@@ -255,6 +263,18 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def _thread_stacks(pid: int) -> str:
+    """Every thread's Python stack of process ``pid`` (py-spy dump, with the bench extra), else why not."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return "(py-spy is not installed: no stacks)"
+    try:
+        out = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(py-spy dump failed: {exc})"
+    return out.stdout or out.stderr
 
 
 @contextlib.contextmanager
