@@ -27,6 +27,7 @@ from edugate.simulators.servers import free_port
 
 PERIOD = 0.05
 TIMEOUT = 0.2
+SLOW_OK = 3.0  # tests of what is read, not of timeouts: a loaded CI machine must not turn them into one
 
 
 # ---------------------------------------------------------------- helpers
@@ -186,22 +187,22 @@ async def test_drifting_values_are_read_as_served(readings: Readings) -> None:
 
 async def test_range_reads_cut_the_number_of_requests() -> None:
     async with ModbusSimulator({2: "co2-ndir", 4: "energy-meter"}, drift=False) as sim:
-        co2 = device(sim, 2)
+        co2 = device(sim, 2, timeout_s=SLOW_OK)
         await co2.poll()
         assert list(sim.unit(2).request_log) == [(3, 0, 3)]  # three values, one request
 
-        meter = device(sim, 4)  # the profile allows gaps of 10 registers
+        meter = device(sim, 4, timeout_s=SLOW_OK)  # the profile allows gaps of 10 registers
         first = await meter.poll()
         assert list(sim.unit(4).request_log) == [(4, 0, 14), (4, 30, 2), (4, 70, 2), (4, 342, 2)]
         assert meter.health.counters == {"polls": 1, "reads": 4}
 
         sim.unit(4).request_log.clear()
-        one_by_one = device(sim, 4, id="one-by-one", max_gap=0)
+        one_by_one = device(sim, 4, id="one-by-one", max_gap=0, timeout_s=SLOW_OK)
         assert (await one_by_one.poll()).values == first.values
         assert len(sim.unit(4).request_log) == 6
 
         sim.unit(4).request_log.clear()
-        wide = device(sim, 4, id="wide", max_gap=124)
+        wide = device(sim, 4, id="wide", max_gap=124, timeout_s=SLOW_OK)
         assert (await wide.poll()).values == first.values
         assert list(sim.unit(4).request_log) == [(4, 0, 72), (4, 342, 2)]
         for d in (co2, meter, one_by_one, wide):
