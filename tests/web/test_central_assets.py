@@ -25,7 +25,7 @@ from playwright.sync_api import Page, expect
 from edugate.central.assets.registry import RegistryWindow, load_registry
 from edugate.central.eventstore import EventStore
 from edugate.simulators.servers import Mosquitto, VictoriaMetrics, free_port, wait_for_port
-from tests.helpers import REPO, GatewayProcess, wait_for
+from tests.helpers import REPO, GatewayProcess, ingest_stats, wait_for
 from tests.web.conftest import add_users, login, screenshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,7 +59,8 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
                     workdir / "pjlink.log"),
              _spawn([sys.executable, "-m", "edugate.central.cli_ingest", "--client-id", "ingest-assets", "--broker",
                      broker.url, "--store-url", store.url, "--events-db", str(events_db), "--summary-interval",
-                     "0"], workdir / "ingest.log")]
+                     "0", "--stats-file", str(workdir / "ingest-stats.json"), "--stats-interval", "0.1"],
+                    workdir / "ingest.log")]
     inventory = workdir / "inventory.csv"
     inventory.write_text("asset_id,name,category,make,model,serial,room,tag\n"
                          "micro-01,Kính hiển vi,microscope,Olympus,CX23,OL-23-0091,lab-2,\n"
@@ -71,6 +72,8 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     gateways = []
     try:
         wait_for_port("127.0.0.1", pj_port, timeout=20, proc=procs[0])
+        # the worker subscribed before the gateway's first records (unconfirmed so far, they go at the PUBACK)
+        wait_for(lambda: ingest_stats(workdir / "ingest-stats.json").get("subscribed"), 30, "the ingest worker")
         gateways = [
             GatewayProcess(workdir / "thpt-a", {
                 "school": "thpt-a", "gateway": "gw-1", "district": "quan-1", "uplink": uplink,
